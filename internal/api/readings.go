@@ -1,0 +1,126 @@
+package api
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/signet-io/signet/internal/store"
+)
+
+// Page sizes of reading queries.
+const (
+	defaultLimit = 100
+	maxLimit     = 1000 // also the store's limit
+)
+
+func (a *API) projectReadings(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p, err := a.project(ctx, r.PathValue("project"))
+	if err != nil {
+		return err
+	}
+	dev, err := a.projectDevice(ctx, p.ID, r)
+	if err != nil {
+		return err
+	}
+	return a.readings(w, r, store.ReadingQuery{ProjectID: p.ID, DeviceID: dev})
+}
+
+func (a *API) deviceReadings(w http.ResponseWriter, r *http.Request) error {
+	d, err := a.device(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return a.readings(w, r, store.ReadingQuery{ProjectID: d.ProjectID, DeviceID: d.ID})
+}
+
+type readingsPage struct {
+	Readings   []readingJSON `json:"readings"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+// readings answers one page of q, narrowed by the query string.
+func (a *API) readings(w http.ResponseWriter, r *http.Request, q store.ReadingQuery) error {
+	if err := parseReadingQuery(r.URL.Query(), &q); err != nil {
+		return err
+	}
+	rs, err := a.store.Readings(r.Context(), q)
+	if err != nil {
+		return fmt.Errorf("query readings: %w", err)
+	}
+	page := readingsPage{Readings: make([]readingJSON, 0, len(rs))}
+	for _, rd := range rs {
+		page.Readings = append(page.Readings, newReadingJSON(rd))
+	}
+	// A full page may be followed by more; the page after the last full one
+	// is empty and has no cursor.
+	if len(rs) == q.Limit {
+		page.NextCursor = encodeCursor(rs[len(rs)-1].ID)
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// parseReadingQuery reads from, to, limit and cursor into q.
+func parseReadingQuery(v url.Values, q *store.ReadingQuery) error {
+	var err error
+	if q.From, err = parseTime(v, "from"); err != nil {
+		return err
+	}
+	if q.To, err = parseTime(v, "to"); err != nil {
+		return err
+	}
+	if !q.From.IsZero() && !q.To.IsZero() && !q.From.Before(q.To) {
+		return invalid("from must be before to")
+	}
+	q.Limit = defaultLimit
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			return invalid(fmt.Sprintf("limit must be an integer from 1 to %d", maxLimit))
+		}
+		q.Limit = n
+	}
+	if s := v.Get("cursor"); s != "" {
+		id, ok := decodeCursor(s)
+		if !ok {
+			return invalid("cursor is not one this server issued")
+		}
+		q.AfterID = id
+	}
+	return nil
+}
+
+func parseTime(v url.Values, name string) (time.Time, error) {
+	s := v.Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, invalid(name + " must be an RFC 3339 time, like 2026-01-02T15:04:05Z")
+	}
+	return t, nil
+}
+
+// A cursor is the last ID of a page, in base64url. Clients treat it as
+// opaque, which leaves room to change it.
+func encodeCursor(id int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(id, 10)))
+}
+
+func decodeCursor(s string) (int64, bool) {
+	if len(s) > 32 {
+		return 0, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return 0, false
+	}
+	id, err := parseID(string(b))
+	return id, err == nil
+}

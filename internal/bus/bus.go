@@ -1,0 +1,251 @@
+// Package bus carries authenticated uplinks from ingest to the store
+// writer over NATS JetStream: an in-process server with its data in
+// Signet's data directory by default, or an external NATS cluster for
+// scale-out (several ingest nodes, one stream).
+//
+// A message is a batch of store.Append items, CBOR-encoded. Publishing
+// waits for JetStream's acknowledgement, so a batch is persisted in the
+// stream before ingest forgets it; each message carries a JetStream message
+// id so a publish retried after a lost acknowledgement is stored once.
+// The store's unique key on (device, sequence) remains the final guard.
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/signet-io/signet/internal/store"
+)
+
+// Config configures the bus. The zero value runs an embedded server with
+// its data in a temporary place — set DataDir for durability.
+type Config struct {
+	// URL of an external NATS server with JetStream; "" embeds one.
+	URL string
+	// DataDir is where the embedded server keeps its stream.
+	DataDir string
+	// Stream is the JetStream stream name; default "SIGNET_UPLINKS".
+	// Tests use unique names so runs against a shared NATS do not meet.
+	Stream string
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Bus is a connection to the uplink stream.
+type Bus struct {
+	cfg     Config
+	log     *slog.Logger
+	srv     *server.Server // nil when external
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	subject string
+	node    string
+	seq     atomic.Uint64
+}
+
+// Open connects to (or starts) NATS and makes sure the stream exists.
+func Open(ctx context.Context, cfg Config) (*Bus, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = "SIGNET_UPLINKS"
+	}
+	b := &Bus{cfg: cfg, log: cfg.Logger, subject: "signet.uplinks." + cfg.Stream}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	var node [6]byte
+	_, _ = rand.Read(node[:])
+	b.node = hex.EncodeToString(node[:])
+
+	var err error
+	if cfg.URL == "" {
+		if cfg.DataDir == "" {
+			return nil, errors.New("bus: DataDir is required for the embedded server")
+		}
+		b.srv, err = server.NewServer(&server.Options{
+			ServerName: "signet-embedded",
+			DontListen: true, // reachable only in-process
+			JetStream:  true,
+			StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+			NoSigs:     true,
+			NoLog:      true,
+			// Batches are acknowledged to devices only after the store
+			// commits, so the stream need not fsync each message.
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bus: embedded NATS: %w", err)
+		}
+		b.srv.Start()
+		if !b.srv.ReadyForConnections(10 * time.Second) {
+			b.srv.Shutdown()
+			return nil, errors.New("bus: embedded NATS did not start")
+		}
+		b.nc, err = nats.Connect("", nats.InProcessServer(b.srv), nats.Name("signet"))
+	} else {
+		b.nc, err = nats.Connect(cfg.URL, nats.Name("signet"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: connect: %w", err)
+	}
+	b.js, err = jetstream.New(b.nc)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	b.stream, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       cfg.Stream,
+		Subjects:   []string{b.subject},
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.WorkQueuePolicy, // a batch leaves the stream once stored
+		Duplicates: 2 * time.Minute,
+		MaxAge:     7 * 24 * time.Hour,
+		MaxBytes:   4 << 30,
+		Discard:    jetstream.DiscardNew, // full: refuse, and devices resend later
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: stream %s: %w", cfg.Stream, err)
+	}
+	return b, nil
+}
+
+// batchEnc keeps full time precision: the default CBOR encoding of a time
+// is whole Unix seconds.
+var batchEnc = mustBatchEnc()
+
+func mustBatchEnc() cbor.EncMode {
+	em, err := cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode()
+	if err != nil {
+		panic("bus: CBOR options: " + err.Error())
+	}
+	return em
+}
+
+// Publish persists one batch in the stream and returns once JetStream has
+// acknowledged it.
+func (b *Bus) Publish(ctx context.Context, a *store.Append) error {
+	data, err := batchEnc.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("bus: encode batch: %w", err)
+	}
+	id := b.node + "-" + strconv.FormatUint(b.seq.Add(1), 36)
+	if _, err := b.js.Publish(ctx, b.subject, data, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("bus: publish: %w", err)
+	}
+	return nil
+}
+
+// Consume hands batches to write until ctx ends. It fetches up to maxMsgs
+// messages at a time; write gets them together (so the store can commit
+// them in one transaction) and the messages are acknowledged only after
+// write returns nil. On error they are redelivered.
+func (b *Bus) Consume(ctx context.Context, maxMsgs int, write func(ctx context.Context, batches []*store.Append) error) error {
+	cons, err := b.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       "store-writer",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 4 * maxMsgs,
+	})
+	if err != nil {
+		return fmt.Errorf("bus: consumer: %w", err)
+	}
+	for ctx.Err() == nil {
+		mb, err := cons.Fetch(maxMsgs, jetstream.FetchMaxWait(100*time.Millisecond))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			b.log.Warn("bus fetch failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		var msgs []jetstream.Msg
+		var batches []*store.Append
+		for m := range mb.Messages() {
+			var a store.Append
+			if err := cbor.Unmarshal(m.Data(), &a); err != nil {
+				// Only Signet publishes here; a message it cannot read
+				// would block the stream forever, so it is dropped loudly.
+				b.log.Error("bus: undecodable batch dropped", "err", err)
+				_ = m.Term()
+				continue
+			}
+			msgs = append(msgs, m)
+			batches = append(batches, &a)
+		}
+		if len(batches) == 0 {
+			continue
+		}
+		if err := write(ctx, batches); err != nil {
+			if ctx.Err() == nil {
+				b.log.Error("store write failed; batches will be redelivered", "err", err)
+			}
+			for _, m := range msgs {
+				_ = m.Nak()
+			}
+			continue
+		}
+		for _, m := range msgs {
+			_ = m.Ack()
+		}
+	}
+	return nil
+}
+
+// DeleteStream removes the stream (tests against a shared NATS clean up).
+func (b *Bus) DeleteStream(ctx context.Context) error {
+	return b.js.DeleteStream(ctx, b.cfg.Stream)
+}
+
+// Close disconnects and stops the embedded server.
+func (b *Bus) Close() {
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+}
+
+// Revocations are broadcast on plain NATS (not JetStream): every server
+// node subscribed at that moment drops the device's sessions at once, and a
+// node that starts later loads the revoked state from the store anyway.
+func (b *Bus) revocationSubject() string { return "signet.revoked." + b.cfg.Stream }
+
+// PublishRevocation tells every server node that the device with this
+// public key was revoked or disabled.
+func (b *Bus) PublishRevocation(key []byte) error {
+	if err := b.nc.Publish(b.revocationSubject(), key); err != nil {
+		return fmt.Errorf("bus: publish revocation: %w", err)
+	}
+	return b.nc.Flush()
+}
+
+// SubscribeRevocations calls fn with the key of every device revoked from
+// now on, on any node, until the returned function is called.
+func (b *Bus) SubscribeRevocations(fn func(key []byte)) (func(), error) {
+	sub, err := b.nc.Subscribe(b.revocationSubject(), func(m *nats.Msg) { fn(m.Data) })
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe revocations: %w", err)
+	}
+	if err := b.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("bus: subscribe revocations: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}

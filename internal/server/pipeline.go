@@ -1,0 +1,180 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/signet-io/signet/internal/bus"
+	"github.com/signet-io/signet/internal/ingest"
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+// errBusy is returned to ingest when the pipeline's queue is full: the
+// readings are not acknowledged, so the device sends them again later.
+var errBusy = errors.New("server: uplink queue full")
+
+// Feed receives every batch of newly stored readings, in ID order (the
+// live stream's hub).
+type Feed interface {
+	Publish(readings []store.Reading)
+}
+
+// pipeline carries authenticated uplinks from ingest through the bus into
+// the store, and reports back to ingest which readings are durable so the
+// devices are acknowledged only then.
+//
+//	ingest.Deliver → queue → batcher → JetStream → consumer → store (one
+//	transaction per fetch) → feed (SSE) and ingest.Settle (ACK)
+type pipeline struct {
+	bus    *bus.Bus
+	store  store.Store
+	ingest *ingest.Server
+	feed   Feed
+	log    *slog.Logger
+	status *statusTracker
+
+	queue chan queued
+	// MaxBatch bounds the readings in one bus message; FlushEvery bounds
+	// how long a reading waits for companions.
+	maxBatch   int
+	flushEvery time.Duration
+}
+
+type queued struct {
+	readings []store.Reading
+	late     []store.LateHearing
+}
+
+func newPipeline(b *bus.Bus, st store.Store, in *ingest.Server, feed Feed, status *statusTracker, log *slog.Logger) *pipeline {
+	return &pipeline{
+		bus: b, store: st, ingest: in, feed: feed, status: status, log: log,
+		queue:      make(chan queued, 8192),
+		maxBatch:   2000,
+		flushEvery: 2 * time.Millisecond,
+	}
+}
+
+// deliver is ingest's Deliver: it converts the event and queues it without
+// blocking.
+func (p *pipeline) deliver(ctx context.Context, ev ingest.Event) error {
+	p.status.observe(ev)
+	if ev.CommandResult != nil {
+		p.log.Info("command result", "device", ev.Info.ID, "command", ev.CommandResult.ID, "ok", ev.CommandResult.OK)
+	}
+	if len(ev.Readings) == 0 && len(ev.HeardAgain) == 0 {
+		return nil
+	}
+	h := store.Hearing{RelayID: ev.Meta.Relay, Received: ev.Meta.Received, RSSI: ev.Meta.RSSI, SNR: ev.Meta.SNR}
+	if h.Received.IsZero() {
+		h.Received = ev.Received
+	}
+	var q queued
+	for i, r := range ev.Readings {
+		q.readings = append(q.readings, toStore(ev, r, ev.Raw[i], h))
+	}
+	for _, seq := range ev.HeardAgain {
+		q.late = append(q.late, store.LateHearing{DeviceID: ev.Info.ID, Seq: seq, Hearing: h})
+	}
+	select {
+	case p.queue <- q:
+		return nil
+	default:
+		return errBusy
+	}
+}
+
+func toStore(ev ingest.Event, r wire.Reading, raw []byte, h store.Hearing) store.Reading {
+	return store.Reading{
+		DeviceID: ev.Info.ID, ProjectID: ev.Info.Project, Seq: r.Seq,
+		DeviceTime: time.UnixMilli(r.Time), Received: ev.Received,
+		Kind: r.Kind, Value: r.Value, Name: r.Name, Unit: r.Unit, Pour: r.Pour, Sealed: r.Sealed,
+		Raw: raw, Heard: []store.Hearing{h},
+	}
+}
+
+// run runs the batcher and the store writer until ctx ends.
+func (p *pipeline) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); p.batch(ctx) }()
+	go func() {
+		defer wg.Done()
+		if err := p.bus.Consume(ctx, 64, p.write); err != nil {
+			p.log.Error("store writer stopped", "err", err)
+		}
+	}()
+	wg.Wait()
+}
+
+// batch gathers queued uplinks into bus messages.
+func (p *pipeline) batch(ctx context.Context) {
+	var cur store.Append
+	n := 0
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if n == 0 {
+			return
+		}
+		a := cur
+		cur, n = store.Append{}, 0
+		if err := p.bus.Publish(ctx, &a); err != nil {
+			p.log.Warn("publishing uplinks failed; devices will resend", "err", err)
+			p.settle(a.Readings, false)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case q := <-p.queue:
+			if n == 0 {
+				timer.Reset(p.flushEvery)
+			}
+			cur.Readings = append(cur.Readings, q.readings...)
+			cur.Hearings = append(cur.Hearings, q.late...)
+			n += len(q.readings) + len(q.late)
+			if n >= p.maxBatch {
+				timer.Stop()
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+// write stores the batches fetched from the bus in one transaction, then
+// feeds the live stream and acknowledges the devices.
+func (p *pipeline) write(ctx context.Context, batches []*store.Append) error {
+	var all store.Append
+	for _, a := range batches {
+		all.Readings = append(all.Readings, a.Readings...)
+		all.Hearings = append(all.Hearings, a.Hearings...)
+	}
+	inserted, err := p.store.AppendReadings(ctx, all)
+	if err != nil {
+		return err
+	}
+	if len(inserted) > 0 && p.feed != nil {
+		p.feed.Publish(inserted)
+	}
+	// Duplicates the store skipped are stored too: acknowledge them all.
+	p.settle(all.Readings, true)
+	return nil
+}
+
+// settle reports readings to ingest grouped by device.
+func (p *pipeline) settle(rs []store.Reading, durable bool) {
+	byDev := map[int64][]uint64{}
+	for _, r := range rs {
+		byDev[r.DeviceID] = append(byDev[r.DeviceID], r.Seq)
+	}
+	for id, seqs := range byDev {
+		p.ingest.Settle(id, seqs, durable)
+	}
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/signet-io/signet/internal/ingest"
+	"github.com/signet-io/signet/internal/store"
+)
+
+// statusTracker keeps each device's last seen time, health and the relays
+// that heard it recently in memory, and writes the changed ones to the
+// store every few seconds instead of on every datagram.
+type statusTracker struct {
+	mu    sync.Mutex
+	devs  map[int64]*devStatus
+	dirty map[int64]bool
+}
+
+type devStatus struct {
+	st     store.DeviceStatus
+	relays map[string]store.Hearing
+}
+
+func newStatusTracker() *statusTracker {
+	return &statusTracker{devs: map[int64]*devStatus{}, dirty: map[int64]bool{}}
+}
+
+// recentRelay is how long a relay counts as hearing a device.
+const recentRelay = 10 * time.Minute
+
+func (t *statusTracker) observe(ev ingest.Event) {
+	if ev.Info.ID == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.devs[ev.Info.ID]
+	if d == nil {
+		d = &devStatus{relays: map[string]store.Hearing{}}
+		t.devs[ev.Info.ID] = d
+	}
+	// An event that only says another relay heard something already
+	// delivered is no sign of life: it updates the network status only.
+	if len(ev.Readings) > 0 || ev.Health != nil || ev.CommandResult != nil {
+		d.st.LastSeen = ev.Received
+	}
+	if ev.Health != nil {
+		h := *ev.Health
+		d.st.Health = &h
+	}
+	d.relays[ev.Meta.Relay] = store.Hearing{RelayID: ev.Meta.Relay, Received: ev.Received, RSSI: ev.Meta.RSSI, SNR: ev.Meta.SNR}
+	t.dirty[ev.Info.ID] = true
+}
+
+// flush writes the changed statuses.
+func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Logger) {
+	t.mu.Lock()
+	type upd struct {
+		id int64
+		st store.DeviceStatus
+	}
+	var ups []upd
+	now := time.Now()
+	for id := range t.dirty {
+		d := t.devs[id]
+		s := d.st
+		for r, h := range d.relays {
+			if now.Sub(h.Received) > recentRelay {
+				delete(d.relays, r)
+				continue
+			}
+			s.Relays = append(s.Relays, h)
+		}
+		slices.SortFunc(s.Relays, func(a, b store.Hearing) int { return int(b.RSSI) - int(a.RSSI) })
+		ups = append(ups, upd{id, s})
+	}
+	clear(t.dirty)
+	t.mu.Unlock()
+	for _, u := range ups {
+		if err := st.SetDeviceStatus(ctx, u.id, u.st); err != nil && ctx.Err() == nil {
+			log.Warn("saving device status", "device", u.id, "err", err)
+		}
+	}
+}

@@ -1,0 +1,411 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+// Multi-row INSERTs: one statement per chunk of rows rather than per row
+// roughly halves the time of an append. Statements are prepared on Open
+// for every power of two up to these sizes, and a batch is cut into
+// chunks of those sizes, largest first, so that no append prepares one.
+const (
+	maxChunkReadings = 64  // × 12 parameters
+	maxChunkHearings = 128 // × 6 parameters
+)
+
+func insertReadingsSQL(n int) string {
+	return `INSERT INTO readings
+		(device_id, project_id, seq, device_time, received, kind, value, name, unit, pour, sealed, raw)
+		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ") + `
+		ON CONFLICT (device_id, seq) DO NOTHING
+		RETURNING id, device_id, seq`
+}
+
+func insertHearingsSQL(n int) string {
+	return `INSERT INTO hearings (device_id, seq, relay_id, received, rssi, snr)
+		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ") + `
+		ON CONFLICT (device_id, seq, relay_id) DO NOTHING`
+}
+
+// prepareInserts prepares the insert statements of every chunk size.
+func prepareInserts(ctx context.Context, db *sql.DB, max int, query func(n int) string) (map[int]*sql.Stmt, error) {
+	stmts := make(map[int]*sql.Stmt)
+	for n := 1; n <= max; n *= 2 {
+		st, err := db.PrepareContext(ctx, query(n))
+		if err != nil {
+			for _, st := range stmts {
+				st.Close()
+			}
+			return nil, err
+		}
+		stmts[n] = st
+	}
+	return stmts, nil
+}
+
+// chunk is the size of the next chunk of n remaining rows: the largest
+// power of two not above n or max.
+func chunk(n, max int) int {
+	c := max
+	for c > n {
+		c /= 2
+	}
+	return c
+}
+
+// AppendReadings stores a batch in one transaction on the write
+// connection, so that IDs follow arrival order and one fsync covers the
+// batch. The readings returned share the caller's slices; their times are
+// as stored (millisecond resolution), so that what the live stream shows
+// equals what a later query returns.
+func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Reading, error) {
+	if err := checkAppend(a); err != nil {
+		return nil, err
+	}
+	if len(a.Readings) == 0 && len(a.Hearings) == 0 {
+		return nil, nil
+	}
+	// Build every argument before taking the write lock.
+	rargs := make([]any, 0, 12*len(a.Readings))
+	var hargs []any
+	for i, r := range a.Readings {
+		var pour any
+		if r.Pour != nil {
+			b, err := cbor.Marshal(r.Pour)
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: append: reading %d: encode pour: %w: %w", i, store.ErrInvalid, err)
+			}
+			pour = b
+		}
+		rargs = append(rargs, r.DeviceID, r.ProjectID, int64(r.Seq), nullMillis(r.DeviceTime), millis(r.Received),
+			int64(r.Kind), r.Value, r.Name, r.Unit, pour, nullBlob(r.Sealed), nullBlob(r.Raw))
+		for _, h := range r.Heard {
+			hargs = appendHearing(hargs, r.DeviceID, r.Seq, h)
+		}
+	}
+	for _, lh := range a.Hearings {
+		hargs = appendHearing(hargs, lh.DeviceID, lh.Seq, lh.Hearing)
+	}
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: append: %w", err)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	out := make([]store.Reading, 0, len(a.Readings))
+	for i := 0; i < len(a.Readings); {
+		n := chunk(len(a.Readings)-i, maxChunkReadings)
+		ins, err := s.insertReadings(ctx, tx, a.Readings[i:i+n], rargs[12*i:12*(i+n)])
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: append: %w", err)
+		}
+		out = append(out, ins...)
+		i += n
+	}
+	for i, rows := 0, len(hargs)/6; i < rows; {
+		n := chunk(rows-i, maxChunkHearings)
+		_, err := tx.StmtContext(ctx, s.insHearings[n]).ExecContext(ctx, hargs[6*i:6*(i+n)]...)
+		if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) {
+			return nil, fmt.Errorf("sqlite: append: a hearing of a device that is not registered: %w", store.ErrInvalid)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: append: hearings: %w", err)
+		}
+		i += n
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlite: append: commit: %w", err)
+	}
+	return out, nil
+}
+
+func appendHearing(args []any, device int64, seq uint64, h store.Hearing) []any {
+	return append(args, device, int64(seq), h.RelayID, millis(h.Received), int64(h.RSSI), float64(h.SNR))
+}
+
+// insertReadings inserts one chunk and returns the readings that were not
+// already stored, with their IDs, in the chunk's order.
+func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Reading, args []any) ([]store.Reading, error) {
+	type key struct {
+		device int64
+		seq    uint64
+	}
+	// A (device, seq) twice in a chunk is inserted at its first place.
+	first := make(map[key]int, len(rs))
+	for i, r := range rs {
+		if _, ok := first[key{r.DeviceID, r.Seq}]; !ok {
+			first[key{r.DeviceID, r.Seq}] = i
+		}
+	}
+	ids := make([]int64, len(rs)) // 0: not inserted
+	err := func() error {
+		rows, err := tx.StmtContext(ctx, s.insReadings[len(rs)]).QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id, device, seq int64
+			if err := rows.Scan(&id, &device, &seq); err != nil {
+				return err
+			}
+			ids[first[key{device, uint64(seq)}]] = id
+		}
+		return rows.Err()
+	}()
+	if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) {
+		return nil, misfiled(ctx, tx, rs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Reading
+	for i, r := range rs {
+		if ids[i] == 0 {
+			continue
+		}
+		r.ID = ids[i]
+		r.DeviceTime = truncMillis(r.DeviceTime)
+		r.Received = truncMillis(r.Received)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// misfiled explains a foreign key violation by finding the reading whose
+// device is not registered in the reading's project.
+func misfiled(ctx context.Context, tx *sql.Tx, rs []store.Reading) error {
+	for _, r := range rs {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE id = ? AND project_id = ?`, r.DeviceID, r.ProjectID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("reading seq %d: device %d is not registered in project %q: %w",
+				r.Seq, r.DeviceID, r.ProjectID, store.ErrInvalid)
+		}
+	}
+	return fmt.Errorf("a reading's device is not registered in its project: %w", store.ErrInvalid)
+}
+
+// checkAppend rejects a batch that could only fail part way through, or
+// that SQLite would silently alter (it stores NaN as NULL), before any of
+// it is written.
+func checkAppend(a store.Append) error {
+	if n := len(a.Readings) + len(a.Hearings); n > MaxAppend {
+		return fmt.Errorf("sqlite: append: %d items, more than %d: %w", n, MaxAppend, store.ErrInvalid)
+	}
+	for i, r := range a.Readings {
+		var bad string
+		switch {
+		case r.DeviceID <= 0:
+			bad = "no device id"
+		case r.ProjectID == "":
+			bad = "no project id"
+		case r.Received.IsZero():
+			bad = "no received time"
+		case math.IsNaN(r.Value):
+			bad = "value is NaN"
+		case !inMillisRange(r.Received) || !inMillisRange(r.DeviceTime):
+			bad = "time out of range"
+		}
+		if bad == "" {
+			bad = checkHearings(r.Heard)
+		}
+		if bad != "" {
+			return fmt.Errorf("sqlite: append: reading %d: %s: %w", i, bad, store.ErrInvalid)
+		}
+	}
+	for i, lh := range a.Hearings {
+		bad := checkHearings([]store.Hearing{lh.Hearing})
+		if lh.DeviceID <= 0 {
+			bad = "no device id"
+		}
+		if bad != "" {
+			return fmt.Errorf("sqlite: append: late hearing %d: %s: %w", i, bad, store.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func checkHearings(hs []store.Hearing) string {
+	for _, h := range hs {
+		switch {
+		case h.Received.IsZero():
+			return "hearing without received time"
+		case !inMillisRange(h.Received):
+			return "hearing time out of range"
+		case math.IsNaN(float64(h.SNR)):
+			return "hearing SNR is NaN"
+		}
+	}
+	return ""
+}
+
+var (
+	minMillis = time.UnixMilli(math.MinInt64)
+	maxMillis = time.UnixMilli(math.MaxInt64)
+)
+
+// inMillisRange reports whether t survives the trip through Unix
+// milliseconds; every time a device can send does.
+func inMillisRange(t time.Time) bool {
+	return t.IsZero() || (!t.Before(minMillis) && !t.After(maxMillis))
+}
+
+// Readings answers one page of q in ID order. Limit 0 means 100; larger
+// than 1000 means 1000.
+func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Reading, error) {
+	switch {
+	case q.ProjectID == "":
+		return nil, fmt.Errorf("sqlite: readings: no project id: %w", store.ErrInvalid)
+	case q.Limit < 0:
+		return nil, fmt.Errorf("sqlite: readings: negative limit: %w", store.ErrInvalid)
+	case !q.From.IsZero() && !q.To.IsZero() && q.To.Before(q.From):
+		return nil, fmt.Errorf("sqlite: readings: range ends before it starts: %w", store.ErrInvalid)
+	}
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = defaultLimit
+	case limit > maxLimit:
+		limit = maxLimit
+	}
+	where := []string{"project_id = ?"}
+	args := []any{q.ProjectID}
+	if q.DeviceID != 0 {
+		where = append(where, "device_id = ?")
+		args = append(args, q.DeviceID)
+	}
+	// Stored times are whole milliseconds, so a bound with a fraction of a
+	// millisecond rounds up: received >= 10.5ms is received >= 11ms.
+	if !q.From.IsZero() {
+		where = append(where, "received >= ?")
+		args = append(args, ceilMillis(q.From))
+	}
+	if !q.To.IsZero() {
+		where = append(where, "received < ?")
+		args = append(args, ceilMillis(q.To))
+	}
+	where = append(where, "id > ?")
+	args = append(args, q.AfterID)
+	args = append(args, limit)
+	out, err := s.queryReadings(ctx, strings.Join(where, " AND "), "id", args)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: readings of project %q: %w", q.ProjectID, err)
+	}
+	return out, nil
+}
+
+// LastReading returns the device's most recently stored reading (highest
+// ID), whatever its device clock says.
+func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading, error) {
+	out, err := s.queryReadings(ctx, "device_id = ?", "id DESC", []any{deviceID, 1})
+	if err != nil {
+		return store.Reading{}, fmt.Errorf("sqlite: last reading of device %d: %w", deviceID, err)
+	}
+	if len(out) == 0 {
+		return store.Reading{}, fmt.Errorf("sqlite: last reading of device %d: %w", deviceID, store.ErrNotFound)
+	}
+	return out[0], nil
+}
+
+// queryReadings selects a page of readings (args end with the limit) and
+// every hearing of each in one statement: the page is chosen in a
+// subquery, so the limit counts readings, not hearings.
+func (s *Store) queryReadings(ctx context.Context, where, order string, args []any) ([]store.Reading, error) {
+	q := `SELECT r.id, r.device_id, r.project_id, r.seq, r.device_time, r.received, r.kind, r.value,
+			r.name, r.unit, r.pour, r.sealed, r.raw, h.relay_id, h.received, h.rssi, h.snr
+		FROM (SELECT id, device_id, project_id, seq, device_time, received, kind, value,
+				name, unit, pour, sealed, raw
+			FROM readings WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?) AS r
+		LEFT JOIN hearings AS h ON h.device_id = r.device_id AND h.seq = r.seq
+		ORDER BY r.` + order + `, h.received, h.relay_id`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Reading
+	for rows.Next() {
+		var (
+			r          store.Reading
+			seq, kind  int64
+			devTime    sql.NullInt64
+			received   int64
+			pour       []byte
+			relay      sql.NullString
+			heard      sql.NullInt64
+			rssi       sql.NullInt64
+			snr        sql.NullFloat64
+			sealed, rw []byte
+		)
+		if err := rows.Scan(&r.ID, &r.DeviceID, &r.ProjectID, &seq, &devTime, &received, &kind, &r.Value,
+			&r.Name, &r.Unit, &pour, &sealed, &rw, &relay, &heard, &rssi, &snr); err != nil {
+			return nil, err
+		}
+		if n := len(out); n == 0 || out[n-1].ID != r.ID {
+			r.Seq = uint64(seq)
+			r.DeviceTime = fromNullMillis(devTime)
+			r.Received = time.UnixMilli(received).UTC()
+			r.Kind = wire.Kind(kind)
+			r.Sealed = sealed
+			r.Raw = rw
+			if pour != nil {
+				r.Pour = new(wire.Pour)
+				if err := cbor.Unmarshal(pour, r.Pour); err != nil {
+					return nil, fmt.Errorf("reading %d: stored pour: %w", r.ID, err)
+				}
+			}
+			out = append(out, r)
+		}
+		if relay.Valid {
+			last := &out[len(out)-1]
+			last.Heard = append(last.Heard, store.Hearing{
+				RelayID:  relay.String,
+				Received: time.UnixMilli(heard.Int64).UTC(),
+				RSSI:     int16(rssi.Int64),
+				SNR:      float32(snr.Float64),
+			})
+		}
+	}
+	return out, rows.Err()
+}
+
+// ceilMillis is t in Unix milliseconds, rounded up, clamped to int64.
+func ceilMillis(t time.Time) int64 {
+	switch {
+	case t.Before(minMillis):
+		return math.MinInt64
+	case !t.Before(maxMillis):
+		return math.MaxInt64
+	}
+	ms := t.UnixMilli()
+	if t.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	return ms
+}
+
+// nullBlob keeps nil distinct from empty: nil is stored as NULL.
+func nullBlob(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
