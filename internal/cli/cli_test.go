@@ -46,7 +46,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dev", "--help"}, exitOK, "simulated fleet of sensors"},
 		{[]string{"server"}, exitUsage, "--data is required"},
 		{[]string{"relay"}, exitUsage, "--server and --dir are required"},
+		{[]string{"relay", "enroll"}, exitUsage, "--server and --dir are required"},
+		{[]string{"relay", "enroll", "--server", "x:1", "--dir", "d"}, exitUsage, "no enrolment token"},
 		{[]string{"admin"}, exitUsage, "admin needs an object and an action"},
+		{[]string{"admin", "relay", "add"}, exitUsage, "--data is required"},
+		{[]string{"admin", "relay", "add", "--data", "x"}, exitUsage, "--id is required"},
+		{[]string{"admin", "relay", "revoke", "--data", "x", "--id", "r", "--reason", "boredom"}, exitUsage, "unknown --reason"},
+		{[]string{"admin", "ca"}, exitUsage, "init"},
 		{[]string{"admin", "device", "explode", "--data", "x"}, exitUsage, "unknown admin command"},
 		{[]string{"tail"}, exitUsage, "--project is required"},
 	} {

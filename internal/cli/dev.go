@@ -100,6 +100,7 @@ Ctrl-C stops everything cleanly.`)
 		}
 		uplink := devUplinks[i%len(devUplinks)]
 		r, err := relay.New(relay.Config{Listen: "127.0.0.1:0", Server: srv.RelayAddr(), Certificate: cert, CAs: pool,
+			CertFile: files.Cert, KeyFile: files.Key,
 			DataDir: filepath.Join(rdir, "buffer"), Version: version(), Logger: e.log,
 			Uplink: func() (string, int16) { return uplink.kind, uplink.dBm }})
 		if err != nil {

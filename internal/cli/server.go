@@ -66,6 +66,9 @@ two seconds.`)
 }
 
 func runRelay(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 && args[0] == "enroll" {
+		return runRelayEnroll(ctx, e, args[1:])
+	}
 	fs := newFlags(e, "relay", "relay --server HOST:PORT --dir DIR [flags]", `
 Runs a relay: it receives device datagrams on UDP and forwards them,
 untouched, to the server over one mutually authenticated TLS 1.3
@@ -74,7 +77,11 @@ no key that could read a reading. While the server is unreachable it keeps
 datagrams in a bounded on-disk buffer and forwards them when it is back.
 
 DIR must hold relay.crt, relay.key and ca.crt, as written by
-"signet admin relay add".`)
+"signet relay enroll" (or, for development, "signet admin relay add --out").
+The relay renews its certificate by itself before it expires.
+
+  signet relay enroll --server HOST:PORT --dir DIR --token TOKEN
+                      enrols a new relay with a token from "signet admin relay add"`)
 	serverAddr := fs.String("server", "", "the server's relay endpoint, host:port (required)")
 	dir := fs.String("dir", "", "relay directory with relay.crt, relay.key, ca.crt and the buffer (required)")
 	listen := fs.String("listen", ":7860", "UDP address for devices")
@@ -91,6 +98,7 @@ DIR must hold relay.crt, relay.key and ca.crt, as written by
 		return err
 	}
 	r, err := relay.New(relay.Config{Listen: *listen, Server: *serverAddr, Certificate: cert, CAs: pool,
+		CertFile: filepath.Join(*dir, "relay.crt"), KeyFile: filepath.Join(*dir, "relay.key"),
 		DataDir: filepath.Join(*dir, "buffer"), BufferMax: *buffer, Version: version(), Logger: e.log,
 		Uplink: func() (string, int16) { return *uplink, 0 }})
 	if err != nil {
@@ -108,7 +116,10 @@ func runAdmin(ctx context.Context, e *env, args []string) error {
   device import --project ID --file FILE     (one public key per line)
   device import-manifest --project ID --manifest FILE --manufacturer-key KEY [--enable]
   device disable|enable --id N
-  relay add --id ID --out DIR                (certificate, key and CA for the relay)
+  ca init | ca rotate | ca crl | ca status   (Signet's PKI; docs/pki.md)
+  relay add --id ID                          (one-time enrolment token for "signet relay enroll")
+  relay add --id ID --out DIR                (development: certificate, key and CA written here)
+  relay revoke --id ID | relay certs         (revoke every certificate of a relay; list them)
   relay disable|enable --id ID
   server-key rotate | server-key finish     (server key rollover; restart the server after each)
   claim create --project ID [--uses N] [--ttl 24h] [--approve]
@@ -135,6 +146,12 @@ applies them within two seconds (a disabled device or relay is cut off).
 			if len(args) > 1 && args[1] == "init" {
 				return runAdminMasterKeyInit(ctx, e, args[2:])
 			}
+		case "ca":
+			return runAdminCA(ctx, e, args[1:])
+		case "relay":
+			if len(args) > 1 && (args[1] == "add" || args[1] == "revoke" || args[1] == "certs") {
+				return runAdminRelay(ctx, e, args[1], args[2:])
+			}
 		}
 	}
 	if len(args) < 2 || args[0] == "-h" || args[0] == "--help" {
@@ -152,7 +169,6 @@ applies them within two seconds (a disabled device or relay is cut off).
 	project := fs.String("project", "", "project id")
 	key := fs.String("key", "", "device public key (base64)")
 	file := fs.String("file", "", "file of device public keys, one per line")
-	out := fs.String("out", "", "directory for a relay's files")
 	uses := fs.Int("uses", 1, "devices a claim token may enrol")
 	ttl := fs.Duration("ttl", 24*time.Hour, "claim token lifetime")
 	approve := fs.Bool("approve", false, "claimed devices wait, disabled, for approval")
@@ -180,7 +196,7 @@ applies them within two seconds (a disabled device or relay is cut off).
 		fmt.Fprintln(e.stdout, "the previous server key is retired (server.key.previous.retired: destroy it); restart the server")
 		return nil
 	case "project add", "device add", "device import", "device import-manifest", "device disable", "device enable",
-		"relay add", "relay disable", "relay enable", "claim create":
+		"relay disable", "relay enable", "claim create":
 	default:
 		return fmt.Errorf("%w: unknown admin command %q", errUsage, obj+" "+action)
 	}
@@ -235,15 +251,6 @@ applies them within two seconds (a disabled device or relay is cut off).
 			return err
 		}
 		fmt.Fprintf(e.stdout, "device %d %sd\n", n, action)
-	case "relay add":
-		if *id == "" || *out == "" {
-			return fmt.Errorf("%w: --id and --out are required", errUsage)
-		}
-		f, err := a.AddRelay(ctx, *id, *out)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "relay %s: %s, %s, %s\n", *id, f.Cert, f.Key, f.CA)
 	case "relay disable", "relay enable":
 		if err := a.SetRelayEnabled(ctx, *id, action == "enable"); err != nil {
 			return err

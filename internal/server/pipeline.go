@@ -150,22 +150,37 @@ func (p *pipeline) batch(ctx context.Context) {
 
 // write stores the batches fetched from the bus in one transaction, then
 // feeds the live stream and acknowledges the devices.
+//
+// Batches are merged into as few store appends as store.MaxAppend allows;
+// one bus batch alone is never larger (the publisher flushes at maxBatch).
 func (p *pipeline) write(ctx context.Context, batches []*store.Append) error {
 	var all store.Append
+	commit := func() error {
+		if len(all.Readings)+len(all.Hearings) == 0 {
+			return nil
+		}
+		inserted, err := p.store.AppendReadings(ctx, all)
+		if err != nil {
+			return err
+		}
+		if len(inserted) > 0 && p.feed != nil {
+			p.feed.Publish(inserted)
+		}
+		// Duplicates the store skipped are stored too: acknowledge them all.
+		p.settle(all.Readings, true)
+		all = store.Append{}
+		return nil
+	}
 	for _, a := range batches {
+		if len(all.Readings)+len(all.Hearings)+len(a.Readings)+len(a.Hearings) > store.MaxAppend {
+			if err := commit(); err != nil {
+				return err
+			}
+		}
 		all.Readings = append(all.Readings, a.Readings...)
 		all.Hearings = append(all.Hearings, a.Hearings...)
 	}
-	inserted, err := p.store.AppendReadings(ctx, all)
-	if err != nil {
-		return err
-	}
-	if len(inserted) > 0 && p.feed != nil {
-		p.feed.Publish(inserted)
-	}
-	// Duplicates the store skipped are stored too: acknowledge them all.
-	p.settle(all.Readings, true)
-	return nil
+	return commit()
 }
 
 // settle reports readings to ingest grouped by device.

@@ -243,7 +243,10 @@ func (s *Server) Run(ctx context.Context) error {
 	run(func() { s.pipe.run(ctx) })
 	run(func() { s.relays.serve(ctx, s.relayLn) })
 	run(func() { s.housekeeping(ctx) })
-	s.httpSrv = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/pki/", s.PKIHandler())
+	mux.Handle("/", s.api.Handler())
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	run(func() {
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("API server stopped", "err", err)
@@ -279,17 +282,7 @@ func (s *Server) housekeeping(ctx context.Context) {
 			if err := s.loadDevices(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("reloading devices", "err", err)
 			}
-			s.cutDisabledRelays(ctx)
-		}
-	}
-}
-
-// cutDisabledRelays disconnects live relays that were disabled by another
-// process (the admin command writes the store directly).
-func (s *Server) cutDisabledRelays(ctx context.Context) {
-	for _, id := range s.relays.acc.Connected() {
-		if r, err := s.store.Relay(ctx, id); err == nil && !r.Enabled {
-			s.relays.acc.Disconnect(id)
+			s.relayHousekeeping(ctx)
 		}
 	}
 }

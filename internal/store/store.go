@@ -23,6 +23,11 @@ var (
 	ErrInvalid  = errors.New("invalid")
 )
 
+// MaxAppend bounds one AppendReadings call, readings plus late hearings
+// counted together, so that one transaction cannot hold the write lock (and
+// every device's acknowledgement) for long.
+const MaxAppend = 16384
+
 // Project groups devices; the live stream and most queries are per project.
 type Project struct {
 	ID      string // short random id, chosen by the caller
@@ -171,7 +176,8 @@ type Store interface {
 	// AppendReadings stores a batch in one transaction. Readings whose
 	// (device, seq) is already stored are skipped, not errors; their
 	// hearings are still recorded. It returns the readings actually
-	// inserted, with their IDs, in order.
+	// inserted, with their IDs, in order. A batch of more than MaxAppend
+	// readings and hearings together is ErrInvalid: the caller splits it.
 	AppendReadings(ctx context.Context, a Append) ([]Reading, error)
 	Readings(ctx context.Context, q ReadingQuery) ([]Reading, error)
 	// LastReading returns a device's most recent reading, or ErrNotFound.

@@ -46,11 +46,8 @@ const (
 	// itself.
 	busyTimeout = 5 * time.Second
 
-	// MaxAppend bounds one AppendReadings call, readings plus late hearings
-	// counted together, so that one transaction cannot hold the write lock
-	// (and every device's acknowledgement) for long. Larger batches are
-	// ErrInvalid: the caller splits them.
-	MaxAppend = 16384
+	// MaxAppend is store.MaxAppend, the bound of one AppendReadings call.
+	MaxAppend = store.MaxAppend
 )
 
 //go:embed migrations/*.sql
