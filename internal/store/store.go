@@ -209,5 +209,9 @@ type Store interface {
 	// CountTokens lets the server know whether to print a bootstrap token.
 	CountTokens(ctx context.Context) (int, error)
 
+	// Access is tenancy, users, sessions, service accounts and staff
+	// grants (access.go).
+	Access
+
 	Close() error
 }

@@ -271,13 +271,27 @@ func inMillisRange(t time.Time) bool {
 // Readings answers one page of q in ID order. Limit 0 means 100; larger
 // than 1000 means 1000.
 func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Reading, error) {
+	where, args, err := readingsWhere(q)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.queryReadings(ctx, where, "id", args)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: readings of project %q: %w", q.ProjectID, err)
+	}
+	return out, nil
+}
+
+// readingsWhere is the condition of q and its arguments, the page size
+// last (Readings and ScopedReadings share it).
+func readingsWhere(q store.ReadingQuery) (string, []any, error) {
 	switch {
 	case q.ProjectID == "":
-		return nil, fmt.Errorf("sqlite: readings: no project id: %w", store.ErrInvalid)
+		return "", nil, fmt.Errorf("sqlite: readings: no project id: %w", store.ErrInvalid)
 	case q.Limit < 0:
-		return nil, fmt.Errorf("sqlite: readings: negative limit: %w", store.ErrInvalid)
+		return "", nil, fmt.Errorf("sqlite: readings: negative limit: %w", store.ErrInvalid)
 	case !q.From.IsZero() && !q.To.IsZero() && q.To.Before(q.From):
-		return nil, fmt.Errorf("sqlite: readings: range ends before it starts: %w", store.ErrInvalid)
+		return "", nil, fmt.Errorf("sqlite: readings: range ends before it starts: %w", store.ErrInvalid)
 	}
 	limit := q.Limit
 	switch {
@@ -305,11 +319,7 @@ func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Rea
 	where = append(where, "id > ?")
 	args = append(args, q.AfterID)
 	args = append(args, limit)
-	out, err := s.queryReadings(ctx, strings.Join(where, " AND "), "id", args)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: readings of project %q: %w", q.ProjectID, err)
-	}
-	return out, nil
+	return strings.Join(where, " AND "), args, nil
 }
 
 // LastReading returns the device's most recently stored reading (highest
