@@ -17,13 +17,6 @@ import (
 	"github.com/signet-io/signet/internal/store/sqlite"
 )
 
-// secretRewrapper is what a store offers once it keeps sealed columns: one
-// transaction that passes every sealed value through rewrap and writes
-// back what it returns (see secrets.Walk).
-type secretRewrapper interface {
-	RewrapSecrets(ctx context.Context, rewrap func(sealed []byte) ([]byte, error)) error
-}
-
 // masterKeyFlags registers the flags that say where the master key is.
 func masterKeyFlags(fs *flag.FlagSet) (file *string, fromEnv *bool) {
 	file = fs.String("master-key", "", "master key file (default DIR/master.key)")
@@ -142,22 +135,19 @@ $SIGNET_MASTER_KEY_PREVIOUS.`)
 	if rc.Files, err = sealedFiles(*data); err != nil {
 		return err
 	}
-	// The store's sealed columns, once it has them (RewrapSecrets).
+	// The store's sealed columns (sqlite.Store.RewrapSecrets).
 	db := filepath.Join(*data, "signet.db")
-	if _, ok := any((*sqlite.Store)(nil)).(secretRewrapper); ok {
-		if _, err := os.Stat(db); err == nil {
-			st, err := sqlite.Open(ctx, db)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			rw := any(st).(secretRewrapper)
-			rc.Walks = append(rc.Walks, func(rewrap func([]byte) ([]byte, error)) error {
-				return rw.RewrapSecrets(ctx, rewrap)
-			})
-		} else if !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(db); err == nil {
+		st, err := sqlite.Open(ctx, db)
+		if err != nil {
 			return err
 		}
+		defer st.Close()
+		rc.Walks = append(rc.Walks, func(rewrap func([]byte) ([]byte, error)) error {
+			return st.RewrapSecrets(ctx, rewrap)
+		})
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	if !*fromEnv && rc.Settle > 0 {
 		fmt.Fprintf(e.stderr, "publishing a new master key; rewrapping in %v, once running servers have loaded it\n", rc.Settle)

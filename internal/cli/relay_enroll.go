@@ -15,6 +15,7 @@ import (
 
 	"github.com/signet-io/signet/internal/pki"
 	"github.com/signet-io/signet/internal/relay"
+	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/server"
 )
 
@@ -60,9 +61,22 @@ and "rotate" and "crl" read it from --root-key. A server started without
 		return fmt.Errorf("%w: --data is required", errUsage)
 	}
 	dir := server.CADir(*data)
+	// The CA's keys are sealed under the data directory's master key, if
+	// it has one (docs/secrets.md).
+	var sealer secrets.Sealer
+	var opts []pki.Option
+	if mk := server.DefaultMasterKey(*data); mk.Configured() {
+		kr, err := secrets.LoadKeyring(mk)
+		if err != nil {
+			return err
+		}
+		defer kr.Zero()
+		sealer = kr
+		opts = append(opts, pki.WithSealer(kr))
+	}
 	switch action {
 	case "init":
-		ca, err := pki.Init(dir, pki.InitConfig{RootKeyFile: *rootKeyOut, Name: *name})
+		ca, err := pki.Init(dir, pki.InitConfig{RootKeyFile: *rootKeyOut, Name: *name, Sealer: sealer})
 		if err != nil {
 			return err
 		}
@@ -74,12 +88,12 @@ and "rotate" and "crl" read it from --root-key. A server started without
 			dir, ca.Root().Subject.CommonName, day(ca.Root().NotAfter), ca.Issuing().Subject.CommonName, day(ca.Issuing().NotAfter),
 			keyAt, fingerprint(ca.Root()))
 	case "rotate", "crl":
-		ca, err := pki.Open(dir)
+		ca, err := pki.Open(dir, opts...)
 		if err != nil {
 			return err
 		}
 		keyFile := cmpOr(*rootKey, filepath.Join(dir, pki.RootKeyFile))
-		key, err := pki.ReadKey(keyFile)
+		key, err := pki.ReadSealedKey(keyFile, sealer)
 		if err != nil {
 			return fmt.Errorf("the root key is needed (--root-key): %w", err)
 		}
@@ -103,7 +117,7 @@ and "rotate" and "crl" read it from --root-key. A server started without
 		}
 		fmt.Fprintf(e.stdout, "a running server picks it up within two seconds\n")
 	case "status":
-		ca, err := pki.Open(dir)
+		ca, err := pki.Open(dir, opts...)
 		if err != nil {
 			return err
 		}

@@ -34,13 +34,17 @@ two seconds.`)
 	natsURL := fs.String("nats-url", "", "external NATS JetStream URL (empty: embedded)")
 	rekey := fs.Duration("rekey", 0, "session lifetime T (default 2h)")
 	verbose := fs.Bool("v", false, "log at info level")
-	masterKey := fs.String("master-key", "", "master key file sealing the server's secrets (signet admin master-key init)")
+	masterKey := fs.String("master-key", "", "master key file sealing the server's secrets (default DIR/master.key if it exists, or $SIGNET_MASTER_KEY)")
 	masterKeyEnv := fs.Bool("master-key-env", false, "read the master key from $SIGNET_MASTER_KEY instead")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *data == "" {
 		return fmt.Errorf("%w: --data is required", errUsage)
+	}
+	mk := secrets.Config{KeyFile: *masterKey, FromEnv: *masterKeyEnv}
+	if !mk.Configured() {
+		mk = server.DefaultMasterKey(*data)
 	}
 	log := e.log
 	if *verbose {
@@ -49,7 +53,7 @@ two seconds.`)
 	srv, err := server.Open(ctx, server.Config{
 		DataDir: *data, Listen: *listen, ListenTCP: *listenTCP, RelayListen: *relayListen,
 		HTTPListen: *httpListen, NATSURL: *natsURL, Timers: wire.Timers{RekeyAfter: *rekey}, Logger: log,
-		MasterKey: secrets.Config{KeyFile: *masterKey, FromEnv: *masterKeyEnv},
+		MasterKey: mk,
 	})
 	if err != nil {
 		return err

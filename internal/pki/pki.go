@@ -45,6 +45,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/signet-io/signet/internal/secrets"
 )
 
 // File names inside the CA directory. All are PEM, mode 0600, except the
@@ -175,7 +177,20 @@ type CA struct {
 	stStamp  stamp // of the state file when st was loaded
 	revoked  map[string]bool
 	crls     map[string][]byte // DER, by issuer serial or "root"
+
+	// sealer, if set, seals the CA's private keys under the master key
+	// (WithSealer).
+	sealer secrets.Sealer
 }
+
+// Option configures how a CA is opened.
+type Option func(*CA)
+
+// WithSealer keeps the CA's private keys sealed under the master key
+// (secrets.SealFile): keys written from then on are sealed, and keys found
+// in clear in the CA directory are sealed in place when the CA is opened.
+// A CA whose keys are sealed does not open without it.
+func WithSealer(s secrets.Sealer) Option { return func(ca *CA) { ca.sealer = s } }
 
 // InitConfig configures a new CA.
 type InitConfig struct {
@@ -186,6 +201,11 @@ type InitConfig struct {
 	RootKeyFile string
 	// Name prefixes the CAs' common names (default "Signet").
 	Name string
+	// Sealer, if set, seals the keys kept in the CA directory under the
+	// master key (WithSealer). A root key written elsewhere (RootKeyFile)
+	// stays in clear: it is meant for offline storage, where the master
+	// key should not be needed to use it.
+	Sealer secrets.Sealer
 }
 
 // InitDevCA loads the CA kept in dir, or creates it there (dir with mode
@@ -193,14 +213,18 @@ type InitConfig struct {
 // files. A directory holding only some of them is an error rather than
 // something to overwrite: it may be a CA whose relays are still out there.
 // The root key may be missing (kept offline).
-func InitDevCA(dir string) (*CA, error) {
+func InitDevCA(dir string, opts ...Option) (*CA, error) {
 	switch exists, err := caExists(dir); {
 	case err != nil:
 		return nil, err
 	case exists:
-		return Open(dir)
+		return Open(dir, opts...)
 	default:
-		return Init(dir, InitConfig{})
+		var probe CA
+		for _, o := range opts {
+			o(&probe)
+		}
+		return Init(dir, InitConfig{Sealer: probe.sealer})
 	}
 }
 
@@ -244,20 +268,20 @@ func Init(dir string, cfg InitConfig) (*CA, error) {
 	if exists {
 		return nil, fmt.Errorf("pki: %s already holds a CA", dir)
 	}
-	rootKeyFile := cfg.RootKeyFile
+	rootKeyFile, rootSealer := cfg.RootKeyFile, cfg.Sealer
 	if rootKeyFile == "" {
 		rootKeyFile = filepath.Join(dir, RootKeyFile)
-	} else if _, err := os.Stat(rootKeyFile); err == nil {
+	} else if rootSealer = nil; fileExists(rootKeyFile) {
 		return nil, fmt.Errorf("pki: %s exists; refusing to overwrite a key", rootKeyFile)
 	}
 	name := cfg.Name
 	if name == "" {
 		name = "Signet"
 	}
-	if err := createCA(dir, rootKeyFile, name); err != nil {
+	if err := createCA(dir, rootKeyFile, name, rootSealer, cfg.Sealer); err != nil {
 		return nil, fmt.Errorf("pki: create CA in %s: %w", dir, err)
 	}
-	ca, err := Open(dir)
+	ca, err := Open(dir, WithSealer(cfg.Sealer))
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +292,7 @@ func Init(dir string, cfg InitConfig) (*CA, error) {
 	return ca, nil
 }
 
-func createCA(dir, rootKeyFile, name string) error {
+func createCA(dir, rootKeyFile, name string, rootSealer, sealer secrets.Sealer) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -297,10 +321,10 @@ func createCA(dir, rootKeyFile, name string) error {
 	// Keys first, certificates last: a crash in between leaves an
 	// incomplete CA that InitDevCA refuses, never certificates without keys
 	// that look complete.
-	if err := WriteKey(rootKeyFile, rootKey); err != nil {
+	if err := WriteSealedKey(rootKeyFile, rootKey, rootSealer); err != nil {
 		return err
 	}
-	if err := WriteKey(filepath.Join(dir, IssuingKeyFile), iss.key); err != nil {
+	if err := WriteSealedKey(filepath.Join(dir, IssuingKeyFile), iss.key, sealer); err != nil {
 		return err
 	}
 	if err := WriteCertificates(filepath.Join(dir, RootCertFile), root); err != nil {
@@ -351,7 +375,7 @@ func newIssuing(root *x509.Certificate, rootKey crypto.Signer, name string, now 
 
 // Open loads the CA kept in dir. The root key is not read: it may be
 // offline.
-func Open(dir string) (*CA, error) {
+func Open(dir string, opts ...Option) (*CA, error) {
 	if exists, err := caExists(dir); err != nil {
 		return nil, err
 	} else if !exists {
@@ -371,7 +395,13 @@ func Open(dir string) (*CA, error) {
 		return nil, fmt.Errorf("pki: load CA from %s: the root CA has expired; move the directory away to create a new one", dir)
 	}
 	ca := &CA{dir: dir, root: root, now: time.Now}
+	for _, o := range opts {
+		o(ca)
+	}
 	ca.policy.Store(&Policy{})
+	if err := ca.sealKeysInPlace(); err != nil {
+		return nil, fmt.Errorf("pki: load CA from %s: %w", dir, err)
+	}
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
 	if err := ca.loadIssuersLocked(); err != nil {
@@ -394,14 +424,14 @@ func (ca *CA) loadIssuersLocked() error {
 	if err != nil {
 		return err
 	}
-	key, err := ReadKey(filepath.Join(ca.dir, IssuingKeyFile))
+	key, err := ReadSealedKey(filepath.Join(ca.dir, IssuingKeyFile), ca.sealer)
 	if err != nil {
 		return err
 	}
 	if !samePublicKey(cert.PublicKey, key.Public()) {
 		// A rotation interrupted between writing the new key and the
 		// new certificate: the old certificate's key is in retired/.
-		old, err := ReadKey(filepath.Join(ca.dir, RetiredDir, serialHex(cert.SerialNumber)+".key"))
+		old, err := ReadSealedKey(filepath.Join(ca.dir, RetiredDir, serialHex(cert.SerialNumber)+".key"), ca.sealer)
 		if err != nil || !samePublicKey(cert.PublicKey, old.Public()) {
 			return fmt.Errorf("%s does not match %s", IssuingKeyFile, IssuingCertFile)
 		}
@@ -427,7 +457,7 @@ func (ca *CA) loadIssuersLocked() error {
 		if err := checkIssuer(c, ca.root); err != nil {
 			return fmt.Errorf("%s: %w", n, err)
 		}
-		k, err := ReadKey(strings.TrimSuffix(n, ".crt") + ".key")
+		k, err := ReadSealedKey(strings.TrimSuffix(n, ".crt")+".key", ca.sealer)
 		if err != nil {
 			return err
 		}
@@ -796,24 +826,48 @@ func ReadCertificates(path string) ([]*x509.Certificate, error) {
 
 // WriteKey writes key to path as a PEM PKCS #8 PRIVATE KEY block, mode
 // 0600, atomically.
-func WriteKey(path string, key crypto.Signer) error {
+func WriteKey(path string, key crypto.Signer) error { return WriteSealedKey(path, key, nil) }
+
+// WriteSealedKey is WriteKey, sealing the PEM under the master key
+// (secrets.SealFile) when sealer is not nil.
+func WriteSealedKey(path string, key crypto.Signer, sealer secrets.Sealer) error {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("pki: encode key for %s: %w", path, err)
 	}
 	b := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	clear(der)
-	err = writeFile(path, b)
+	if sealer != nil {
+		err = secrets.SealFile(sealer, path, b)
+	} else {
+		err = writeFile(path, b)
+	}
 	clear(b)
 	return err
 }
 
 // ReadKey reads a PKCS #8 private key written by WriteKey (or by openssl
 // genpkey).
-func ReadKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
+func ReadKey(path string) (crypto.Signer, error) { return ReadSealedKey(path, nil) }
+
+// ReadSealedKey reads a key written by WriteKey or WriteSealedKey: a
+// sealed file opens with sealer, which must then be set.
+func ReadSealedKey(path string, sealer secrets.Sealer) (crypto.Signer, error) {
+	sealed, err := secrets.IsSealedFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
+	}
+	var data []byte
+	switch {
+	case sealed && sealer == nil:
+		return nil, fmt.Errorf("pki: %s is sealed under the master key: start with the master key (--master-key or $SIGNET_MASTER_KEY)", path)
+	case sealed:
+		data, err = secrets.OpenFile(sealer, path)
+	default:
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", path, err)
 	}
 	defer clear(data)
 	block, _ := pem.Decode(data)
@@ -830,6 +884,36 @@ func ReadKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("pki: %s: key type %T cannot sign", path, k)
 	}
 	return s, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// sealKeysInPlace seals the keys that the CA directory holds in clear, when
+// the CA has a sealer: a CA created before the master key was set up.
+func (ca *CA) sealKeysInPlace() error {
+	if ca.sealer == nil {
+		return nil
+	}
+	keys, _ := filepath.Glob(filepath.Join(ca.dir, RetiredDir, "*.key"))
+	keys = append(keys, filepath.Join(ca.dir, IssuingKeyFile), filepath.Join(ca.dir, RootKeyFile))
+	for _, k := range keys {
+		sealed, err := secrets.IsSealedFile(k)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !sealed {
+			if err := secrets.SealFileInPlace(ca.sealer, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // writeFile replaces path with data through a temporary file in the same

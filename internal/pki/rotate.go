@@ -59,7 +59,7 @@ func (ca *CA) Rotate(rootKey crypto.Signer, cfg RotateConfig) (*x509.Certificate
 	if err := os.MkdirAll(rdir, 0o700); err != nil {
 		return nil, fmt.Errorf("pki: rotate: %w", err)
 	}
-	if err := WriteKey(filepath.Join(rdir, old.id()+".key"), old.key); err != nil {
+	if err := WriteSealedKey(filepath.Join(rdir, old.id()+".key"), old.key, ca.sealer); err != nil {
 		return nil, fmt.Errorf("pki: rotate: %w", err)
 	}
 	if err := WriteCertificates(filepath.Join(rdir, old.id()+".crt"), old.cert); err != nil {
@@ -85,7 +85,7 @@ func (ca *CA) Rotate(rootKey crypto.Signer, cfg RotateConfig) (*x509.Certificate
 	if err != nil {
 		return nil, fmt.Errorf("pki: rotate: root CRL: %w", err)
 	}
-	if err := WriteKey(filepath.Join(ca.dir, IssuingKeyFile), next.key); err != nil {
+	if err := WriteSealedKey(filepath.Join(ca.dir, IssuingKeyFile), next.key, ca.sealer); err != nil {
 		return nil, fmt.Errorf("pki: rotate: %w", err)
 	}
 	if err := WriteCertificates(filepath.Join(ca.dir, IssuingCertFile), next.cert); err != nil {

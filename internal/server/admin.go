@@ -9,6 +9,7 @@ import (
 
 	"github.com/signet-io/signet/internal/manifest"
 	"github.com/signet-io/signet/internal/pki"
+	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/store/sqlite"
 	"github.com/signet-io/signet/internal/wire"
@@ -17,30 +18,64 @@ import (
 // Admin edits a server's data directory from another process (the admin
 // command). A running server applies the changes within two seconds.
 type Admin struct {
-	store store.Store
-	ca    *pki.CA
+	store   store.Store
+	ca      *pki.CA
+	keyring *secrets.Keyring // nil without a master key
 }
 
-// OpenAdmin opens the store and CA of a data directory.
+// OpenAdmin opens the store and CA of a data directory, with the data
+// directory's master key if it has one (DefaultMasterKey).
 func OpenAdmin(ctx context.Context, dataDir string) (*Admin, error) {
+	return OpenAdminWith(ctx, dataDir, DefaultMasterKey(dataDir))
+}
+
+// OpenAdminWith is OpenAdmin with the master key named.
+func OpenAdminWith(ctx context.Context, dataDir string, mk secrets.Config) (*Admin, error) {
 	// An installation may be prepared before its server first starts.
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
+	a := &Admin{}
+	var caOpts []pki.Option
+	if mk.Configured() {
+		kr, err := secrets.LoadKeyring(mk)
+		if err != nil {
+			return nil, err
+		}
+		a.keyring = kr
+		caOpts = append(caOpts, pki.WithSealer(kr))
+	}
 	st, err := sqlite.Open(ctx, filepath.Join(dataDir, "signet.db"))
 	if err != nil {
+		a.Close()
 		return nil, err
 	}
-	ca, err := pki.InitDevCA(filepath.Join(dataDir, "ca"))
-	if err != nil {
-		st.Close()
+	a.store = st
+	if a.ca, err = pki.InitDevCA(filepath.Join(dataDir, "ca"), caOpts...); err != nil {
+		a.Close()
 		return nil, err
 	}
-	return &Admin{store: st, ca: ca}, nil
+	return a, nil
 }
 
-// Close closes the store.
-func (a *Admin) Close() error { return a.store.Close() }
+// Sealer is the master key's keyring, nil without a master key.
+func (a *Admin) Sealer() secrets.Sealer {
+	if a.keyring == nil {
+		return nil
+	}
+	return a.keyring
+}
+
+// Close closes the store and forgets the master key.
+func (a *Admin) Close() error {
+	if a.keyring != nil {
+		a.keyring.Zero()
+	}
+	if a.store == nil {
+		return nil
+	}
+	return a.store.Close()
+}
 
 // AddProject creates a project.
 func (a *Admin) AddProject(ctx context.Context, id, name string) error {

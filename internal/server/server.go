@@ -51,8 +51,9 @@ type Config struct {
 	// Heartbeat of the live stream; zero is the API default.
 	Heartbeat time.Duration
 	// MasterKey, if configured, seals the secrets the server keeps in its
-	// data directory (its static key; docs/secrets.md), so a copy of the
-	// directory without the master key reveals none of them.
+	// data directory (its static key, the CA's keys, session state;
+	// docs/secrets.md), so a copy of the directory without the master key
+	// reveals none of them. DefaultMasterKey finds the usual one.
 	MasterKey secrets.Config
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -139,7 +140,11 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	if s.ca, err = pki.InitDevCA(filepath.Join(cfg.DataDir, "ca")); err != nil {
+	var caOpts []pki.Option
+	if s.keyring != nil {
+		caOpts = append(caOpts, pki.WithSealer(s.keyring))
+	}
+	if s.ca, err = pki.InitDevCA(filepath.Join(cfg.DataDir, "ca"), caOpts...); err != nil {
 		return nil, err
 	}
 	s.ingest, err = ingest.New(ingest.Config{

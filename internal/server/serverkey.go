@@ -97,3 +97,21 @@ func (s *Server) loadKey(path string, create bool) (wire.PrivateKey, error) {
 	defer clear(b)
 	return wire.ParsePrivateKey(strings.TrimSpace(string(b)))
 }
+
+// DefaultMasterKey is the master key a data directory uses when none is
+// named: $SIGNET_MASTER_KEY if set, else DATA/master.key if it exists
+// (what "signet admin master-key init" writes), else none.
+func DefaultMasterKey(dataDir string) secrets.Config {
+	if os.Getenv(secrets.EnvVar) != "" {
+		return secrets.Config{FromEnv: true}
+	}
+	if f := secrets.DefaultKeyFile(dataDir); fileExists(f) {
+		return secrets.Config{KeyFile: f}
+	}
+	return secrets.Config{}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
