@@ -27,11 +27,15 @@ func (a *API) setDeviceEnabled(w http.ResponseWriter, r *http.Request, enabled b
 	if a.admin == nil {
 		return unavailable("device administration is not available on this server")
 	}
-	d, err := a.device(r.Context(), r.PathValue("id"))
-	if err != nil {
+	d, _ := deviceOf(r)
+	if err := a.admin.SetDeviceEnabled(r.Context(), d.ID, enabled); err != nil {
 		return err
 	}
-	if err := a.admin.SetDeviceEnabled(r.Context(), d.ID, enabled); err != nil {
+	action := "device.revoke"
+	if enabled {
+		action = "device.enable"
+	}
+	if err := a.record(r.Context(), callerOf(r), projectOf(r).OrgID, action, deviceTarget(d), ""); err != nil {
 		return err
 	}
 	d.Enabled = enabled

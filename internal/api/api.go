@@ -1,13 +1,18 @@
 // Package api is Signet's REST API and live stream: the way owners and their
 // systems get readings, devices and relays out of the store.
 //
-// Every route is in one table (routes), so that authentication, the OpenAPI
-// document and its test cannot miss one. Errors are mapped to HTTP statuses
-// in one function (errorKind). Only GET /healthz and the OpenAPI document are
-// public; everything else needs an API token (see Bootstrap).
+// Every route is in one table (routes) with the right it needs, so that
+// authentication, authorisation, the OpenAPI document and their tests
+// cannot miss one. Errors are mapped to HTTP statuses in one function
+// (errorKind). Callers are the installation operator (the bootstrap
+// token), people with a browser session, and service accounts; every
+// query is scoped to what the caller may see by the store itself, and
+// every change needs a TOTP-verified session (docs/access.md).
 package api
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,6 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-io/signet/internal/audit"
+	"github.com/signet-io/signet/internal/auth"
+	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/wire"
 )
@@ -26,9 +34,15 @@ const (
 	DefaultStreamWriteTimeout = 30 * time.Second
 )
 
-// maxBodyBytes bounds every request body. No route takes a body yet; the
-// bound is there so that none is ever read unbounded.
-const maxBodyBytes = 1 << 20
+// maxBodyBytes bounds every request body: the JSON bodies are small.
+const maxBodyBytes = 64 << 10
+
+// Defaults of the access settings of Config.
+const (
+	DefaultSessionIdle     = 30 * time.Minute
+	DefaultSessionLifetime = 12 * time.Hour
+	DefaultTOTPStepUp      = 10 * time.Minute
+)
 
 // Ingest is what the API may ask the device channel, to show whether a
 // device is connected now rather than when it was last seen. The ingest
@@ -62,6 +76,30 @@ type Config struct {
 	// client that stops reading is cut instead of holding a goroutine.
 	// Zero means DefaultStreamWriteTimeout.
 	StreamWriteTimeout time.Duration
+
+	// Audit records every change, login, revocation and staff access. Nil
+	// records nothing (tests); a server always sets it.
+	Audit audit.Recorder
+	// AuditLog, if set, serves an organisation's log to its people.
+	AuditLog AuditLister
+	// Sealer seals TOTP secrets at rest (the master key's keyring). Nil
+	// stores them as they are; docs/access.md says so.
+	Sealer secrets.Sealer
+	// Commander, if set, delivers commands to devices.
+	Commander Commander
+	// OIDC, if set, enables single sign-on.
+	OIDC *auth.OIDC
+	// Throttle configures the login throttle; zero values are auth's
+	// defaults.
+	Throttle auth.ThrottleConfig
+	// SessionIdle ends a session not used for this long; SessionLifetime
+	// ends any session this long after login; TOTPStepUp is how long a
+	// TOTP code verifies a session for changes. Zero: the defaults.
+	SessionIdle, SessionLifetime, TOTPStepUp time.Duration
+	// Issuer names the installation in authenticator apps. "" is "Signet".
+	Issuer string
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
 }
 
 // API serves the REST API and the live stream.
@@ -78,30 +116,77 @@ type API struct {
 	closeOnce    sync.Once
 	mux          *http.ServeMux
 	handler      http.Handler
+
+	audit     audit.Recorder
+	auditLog  AuditLister
+	sealer    secrets.Sealer
+	commander Commander
+	oidc      *auth.OIDC
+	oidcState *oidcStates
+	throttle  *auth.Throttle
+	idle      time.Duration
+	lifetime  time.Duration
+	stepUp    time.Duration
+	issuer    string
+	clock     func() time.Time
 }
 
-// route is one endpoint. Public routes need no token.
+func (a *API) now() time.Time { return a.clock().UTC() }
+
+// route is one endpoint and the right it needs (access.go).
 type route struct {
 	pattern string // "METHOD /path/{param}", as http.ServeMux takes it
-	public  bool
+	need    right
 	handle  func(a *API, w http.ResponseWriter, r *http.Request) error
 }
 
-// routes is every endpoint. The OpenAPI document must describe each one;
-// TestOpenAPIDescribesEveryRoute checks it.
+// routes is every endpoint. The OpenAPI document must describe each one
+// (TestOpenAPIDescribesEveryRoute), and TestEveryRouteEveryRole walks each
+// with every role.
 var routes = []route{
-	{"GET /healthz", true, (*API).healthz},
-	{"GET /api/v1/openapi.json", true, (*API).openAPI},
-	{"GET /api/v1/projects", false, (*API).listProjects},
-	{"GET /api/v1/projects/{project}", false, (*API).getProject},
-	{"GET /api/v1/projects/{project}/devices", false, (*API).listDevices},
-	{"GET /api/v1/projects/{project}/readings", false, (*API).projectReadings},
-	{"GET /api/v1/projects/{project}/stream", false, (*API).stream},
-	{"GET /api/v1/devices/{id}", false, (*API).getDevice},
-	{"GET /api/v1/devices/{id}/readings", false, (*API).deviceReadings},
-	{"GET /api/v1/relays", false, (*API).listRelays},
-	{"POST /api/v1/devices/{id}/revoke", false, (*API).revokeDevice},
-	{"POST /api/v1/devices/{id}/enable", false, (*API).enableDevice},
+	{"GET /healthz", rightPublic, (*API).healthz},
+	{"GET /api/v1/openapi.json", rightPublic, (*API).openAPI},
+
+	{"POST /api/v1/login", rightPublic, (*API).login},
+	{"POST /api/v1/signup", rightPublic, (*API).signup},
+	{"GET /api/v1/auth/oidc/start", rightPublic, (*API).oidcStart},
+	{"GET /api/v1/auth/oidc/callback", rightPublic, (*API).oidcCallback},
+	{"POST /api/v1/logout", rightSignedIn, (*API).logout},
+	{"POST /api/v1/logout-everywhere", rightSignedIn, (*API).logoutEverywhere},
+	{"GET /api/v1/me", rightSignedIn, (*API).me},
+	{"POST /api/v1/me/totp/enroll", rightSignedIn, (*API).totpEnroll},
+	{"POST /api/v1/me/totp/confirm", rightSignedIn, (*API).totpConfirm},
+	{"POST /api/v1/me/totp/verify", rightSignedIn, (*API).totpVerify},
+
+	{"GET /api/v1/projects", rightSignedIn, (*API).listProjects},
+	{"GET /api/v1/projects/{project}", rightRead, (*API).getProject},
+	{"GET /api/v1/projects/{project}/devices", rightRead, (*API).listDevices},
+	{"GET /api/v1/projects/{project}/readings", rightRead, (*API).projectReadings},
+	{"GET /api/v1/projects/{project}/stream", rightRead, (*API).stream},
+	{"GET /api/v1/projects/{project}/members", rightRead, (*API).listMembers},
+	{"PUT /api/v1/projects/{project}/members/{user}", rightManage, (*API).setMember},
+	{"DELETE /api/v1/projects/{project}/members/{user}", rightManage, (*API).removeMember},
+	{"GET /api/v1/projects/{project}/service-accounts", rightManage, (*API).listServiceAccounts},
+	{"POST /api/v1/projects/{project}/service-accounts", rightManage, (*API).createServiceAccount},
+	{"POST /api/v1/projects/{project}/service-accounts/{sa}/revoke", rightManage, (*API).revokeServiceAccount},
+	{"GET /api/v1/devices/{id}", rightRead, (*API).getDevice},
+	{"GET /api/v1/devices/{id}/readings", rightRead, (*API).deviceReadings},
+	{"POST /api/v1/devices/{id}/revoke", rightOperate, (*API).revokeDevice},
+	{"POST /api/v1/devices/{id}/enable", rightOperate, (*API).enableDevice},
+	{"PUT /api/v1/devices/{id}/remote-access", rightManage, (*API).setRemoteAccess},
+	{"POST /api/v1/devices/{id}/commands", rightOperate, (*API).sendCommand},
+	{"GET /api/v1/relays", rightSignedIn, (*API).listRelays},
+
+	{"POST /api/v1/orgs", rightInstall, (*API).createOrg},
+	{"GET /api/v1/orgs/{org}/audit", rightOrgRead, (*API).orgAudit},
+	{"GET /api/v1/orgs/{org}/users", rightOrgAdmin, (*API).listUsers},
+	{"POST /api/v1/orgs/{org}/invitations", rightOrgAdmin, (*API).invite},
+	{"POST /api/v1/orgs/{org}/users/{user}/approve", rightOrgAdmin, (*API).approveUser},
+	{"POST /api/v1/orgs/{org}/users/{user}/disable", rightOrgAdmin, (*API).disableUser},
+	{"PUT /api/v1/orgs/{org}/service-accounts/{sa}/write", rightOrgAdmin, (*API).allowServiceWrite},
+	{"GET /api/v1/orgs/{org}/staff-grants", rightOrgAdmin, (*API).listStaffGrants},
+	{"POST /api/v1/orgs/{org}/staff-grants", rightOrgAdmin, (*API).grantStaff},
+	{"POST /api/v1/orgs/{org}/staff-grants/{grant}/revoke", rightOrgAdmin, (*API).revokeStaffGrant},
 }
 
 // New returns an API for cfg. It panics without a store: that is a
@@ -120,6 +205,21 @@ func New(cfg Config) *API {
 		writeTimeout: cfg.StreamWriteTimeout,
 		done:         make(chan struct{}),
 		mux:          http.NewServeMux(),
+		audit:        cfg.Audit,
+		auditLog:     cfg.AuditLog,
+		sealer:       cfg.Sealer,
+		commander:    cfg.Commander,
+		oidc:         cfg.OIDC,
+		oidcState:    newOIDCStates(),
+		throttle:     auth.NewThrottle(cfg.Throttle),
+		idle:         cmp.Or(cfg.SessionIdle, DefaultSessionIdle),
+		lifetime:     cmp.Or(cfg.SessionLifetime, DefaultSessionLifetime),
+		stepUp:       cmp.Or(cfg.TOTPStepUp, DefaultTOTPStepUp),
+		issuer:       cmp.Or(cfg.Issuer, "Signet"),
+		clock:        cfg.Now,
+	}
+	if a.clock == nil {
+		a.clock = time.Now
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -162,9 +262,15 @@ func (a *API) endpoint(rt route) http.Handler {
 		}
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
-		if !rt.public {
+		if rt.need != rightPublic {
 			h.Set("Cache-Control", "no-store")
-			if err := a.authenticate(r); err != nil {
+			c, err := a.authenticate(r)
+			if err != nil {
+				a.writeError(w, r, err)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), callerKey, c))
+			if r, err = a.authorize(r, c, rt); err != nil {
 				a.writeError(w, r, err)
 				return
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/signet-io/signet/internal/store"
 )
@@ -15,6 +17,12 @@ var (
 	errUnauthorized = errors.New("unauthorized")
 	errForbidden    = errors.New("forbidden")
 	errUnavailable  = errors.New("unavailable")
+	// errTOTPRequired: the change needs a fresh TOTP code (step-up).
+	errTOTPRequired = errors.New("totp required")
+	// errTooMany: too many failed attempts; Retry-After says when to retry.
+	errTooMany = errors.New("too many attempts")
+	// errTooLarge: the request body exceeds maxBodyBytes.
+	errTooLarge = errors.New("too large")
 )
 
 // apiError is an error whose message was written here for the client. Any
@@ -32,6 +40,17 @@ func (e *apiError) Unwrap() error { return e.kind }
 func invalid(msg string) error     { return &apiError{store.ErrInvalid, msg} }
 func notFound(msg string) error    { return &apiError{store.ErrNotFound, msg} }
 func unavailable(msg string) error { return &apiError{errUnavailable, msg} }
+func forbidden(msg string) error   { return &apiError{errForbidden, msg} }
+func conflict(msg string) error    { return &apiError{store.ErrConflict, msg} }
+
+// retryAfterError is a refusal with a time to wait (a lockout): the
+// Retry-After header says it.
+type retryAfterError struct {
+	apiError
+	after time.Duration
+}
+
+func (e *retryAfterError) Unwrap() error { return &e.apiError }
 
 // errorKind is the one place where error kinds become HTTP statuses and the
 // codes of the error body. The message is the generic one for the kind.
@@ -45,6 +64,12 @@ func errorKind(err error) (status int, code, msg string) {
 		return http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token"
 	case errors.Is(err, errForbidden):
 		return http.StatusForbidden, "forbidden", "forbidden"
+	case errors.Is(err, errTOTPRequired):
+		return http.StatusForbidden, "totp_required", "this change needs a fresh TOTP code"
+	case errors.Is(err, errTooMany):
+		return http.StatusTooManyRequests, "too_many_attempts", "too many failed attempts; retry later"
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large", "request body too large"
 	case errors.Is(err, store.ErrConflict):
 		return http.StatusConflict, "conflict", "conflict"
 	case errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded):
@@ -82,6 +107,10 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
+	}
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		w.Header().Set("Retry-After", strconv.Itoa(int((ra.after+time.Second-1)/time.Second)))
 	}
 	writeJSON(w, status, errorBody{errorDetail{code, msg}})
 }

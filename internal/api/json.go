@@ -1,6 +1,7 @@
 package api
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/signet-io/signet/internal/store"
@@ -15,10 +16,17 @@ type projectJSON struct {
 	ID      string    `json:"id"`
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
+	Org     string    `json:"org"`
+	// Role is the caller's role in the project.
+	Role string `json:"role"`
 }
 
-func newProjectJSON(p store.Project) projectJSON {
-	return projectJSON{ID: p.ID, Name: p.Name, Created: p.Created.UTC()}
+func newProjectAccessJSON(p store.ProjectAccess) projectJSON {
+	return projectJSON{ID: p.ID, Name: p.Name, Created: p.Created.UTC(), Org: p.OrgID, Role: p.Role.String()}
+}
+
+func deviceTarget(d store.Device) string {
+	return "project:" + d.ProjectID + "/device:" + strconv.FormatInt(d.ID, 10)
 }
 
 type deviceJSON struct {

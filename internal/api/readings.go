@@ -18,12 +18,8 @@ const (
 )
 
 func (a *API) projectReadings(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	p, err := a.project(ctx, r.PathValue("project"))
-	if err != nil {
-		return err
-	}
-	dev, err := a.projectDevice(ctx, p.ID, r)
+	p := projectOf(r)
+	dev, err := a.projectDevice(r, p.ID)
 	if err != nil {
 		return err
 	}
@@ -31,10 +27,7 @@ func (a *API) projectReadings(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) deviceReadings(w http.ResponseWriter, r *http.Request) error {
-	d, err := a.device(r.Context(), r.PathValue("id"))
-	if err != nil {
-		return err
-	}
+	d, _ := deviceOf(r)
 	return a.readings(w, r, store.ReadingQuery{ProjectID: d.ProjectID, DeviceID: d.ID})
 }
 
@@ -48,7 +41,7 @@ func (a *API) readings(w http.ResponseWriter, r *http.Request, q store.ReadingQu
 	if err := parseReadingQuery(r.URL.Query(), &q); err != nil {
 		return err
 	}
-	rs, err := a.store.Readings(r.Context(), q)
+	rs, err := a.store.ScopedReadings(r.Context(), callerOf(r).p, q)
 	if err != nil {
 		return fmt.Errorf("query readings: %w", err)
 	}

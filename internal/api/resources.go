@@ -11,13 +11,13 @@ import (
 )
 
 func (a *API) listProjects(w http.ResponseWriter, r *http.Request) error {
-	ps, err := a.store.Projects(r.Context())
+	ps, err := a.store.ScopedProjects(r.Context(), callerOf(r).p)
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
 	}
 	out := make([]projectJSON, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, newProjectJSON(p))
+		out = append(out, newProjectAccessJSON(p))
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Projects []projectJSON `json:"projects"`
@@ -26,33 +26,18 @@ func (a *API) listProjects(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getProject(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.project(r.Context(), r.PathValue("project"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newProjectJSON(p))
+	writeJSON(w, http.StatusOK, newProjectAccessJSON(projectOf(r)))
 	return nil
 }
 
-// project looks a project up, with a client-facing not-found message.
-func (a *API) project(ctx context.Context, id string) (store.Project, error) {
-	p, err := a.store.Project(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return p, notFound("no such project")
-	}
-	if err != nil {
-		return p, fmt.Errorf("get project: %w", err)
-	}
-	return p, nil
-}
-
-// device looks a device up by its decimal id, with client-facing errors.
-func (a *API) device(ctx context.Context, idText string) (store.Device, error) {
+// device looks a device up by its decimal id among those the caller may
+// see, with client-facing errors.
+func (a *API) device(r *http.Request, idText string) (store.Device, error) {
 	id, err := parseID(idText)
 	if err != nil {
 		return store.Device{}, invalid("device id must be a positive integer")
 	}
-	d, err := a.store.Device(ctx, id)
+	d, _, err := a.store.DeviceRole(r.Context(), callerOf(r).p, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return d, notFound("no such device")
 	}
@@ -64,12 +49,12 @@ func (a *API) device(ctx context.Context, idText string) (store.Device, error) {
 
 // projectDevice resolves a ?device= filter within a project: a device of
 // another project is not found, exactly like a device that does not exist.
-func (a *API) projectDevice(ctx context.Context, projectID string, r *http.Request) (int64, error) {
+func (a *API) projectDevice(r *http.Request, projectID string) (int64, error) {
 	v := r.URL.Query().Get("device")
 	if v == "" {
 		return 0, nil
 	}
-	d, err := a.device(ctx, v)
+	d, err := a.device(r, v)
 	if err != nil {
 		return 0, err
 	}
@@ -89,11 +74,7 @@ func parseID(s string) (int64, error) {
 
 func (a *API) listDevices(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	p, err := a.project(ctx, r.PathValue("project"))
-	if err != nil {
-		return err
-	}
-	ds, err := a.store.Devices(ctx, p.ID)
+	ds, err := a.store.ScopedDevices(ctx, callerOf(r).p, projectOf(r).ID)
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
 	}
@@ -112,10 +93,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getDevice(w http.ResponseWriter, r *http.Request) error {
-	d, err := a.device(r.Context(), r.PathValue("id"))
-	if err != nil {
-		return err
-	}
+	d, _ := deviceOf(r)
 	dj, err := a.deviceJSON(r.Context(), d)
 	if err != nil {
 		return err
@@ -158,7 +136,7 @@ func (a *API) deviceJSON(ctx context.Context, d store.Device) (deviceJSON, error
 }
 
 func (a *API) listRelays(w http.ResponseWriter, r *http.Request) error {
-	rs, err := a.store.Relays(r.Context())
+	rs, err := a.store.ScopedRelays(r.Context(), callerOf(r).p)
 	if err != nil {
 		return fmt.Errorf("list relays: %w", err)
 	}

@@ -23,11 +23,8 @@ import (
 // in ID order and publishes them after commit, as the store writer does.
 func (a *API) stream(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	p, err := a.project(ctx, r.PathValue("project"))
-	if err != nil {
-		return err
-	}
-	dev, err := a.projectDevice(ctx, p.ID, r)
+	p := projectOf(r)
+	dev, err := a.projectDevice(r, p.ID)
 	if err != nil {
 		return err
 	}
@@ -65,7 +62,7 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) error {
 	if err := sw.flush(); err != nil {
 		return nil
 	}
-	if err := a.streamLoop(ctx, sw, p.ID, dev, last, resume, live); err != nil {
+	if err := a.streamLoop(ctx, sw, callerOf(r).p, p.ID, dev, last, resume, live); err != nil {
 		// The response is under way: the only thing left is to end it. The
 		// client resumes from its last event.
 		a.log.DebugContext(ctx, "stream ended", "project", p.ID, "err", err)
@@ -76,11 +73,11 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) error {
 // errCut ends a stream whose subscriber fell behind.
 var errCut = errors.New("subscriber fell behind")
 
-func (a *API) streamLoop(ctx context.Context, sw *sseWriter, project string, dev, last int64, resume bool,
+func (a *API) streamLoop(ctx context.Context, sw *sseWriter, who store.Principal, project string, dev, last int64, resume bool,
 	live <-chan store.Reading) error {
 	if resume {
 		var err error
-		if last, err = a.replay(ctx, sw, project, dev, last); err != nil {
+		if last, err = a.replay(ctx, sw, who, project, dev, last); err != nil {
 			return err
 		}
 	}
@@ -126,9 +123,10 @@ func (a *API) streamLoop(ctx context.Context, sw *sseWriter, project string, dev
 
 // replay sends the stored readings after last, page by page, and returns
 // the last ID sent.
-func (a *API) replay(ctx context.Context, sw *sseWriter, project string, dev, last int64) (int64, error) {
+func (a *API) replay(ctx context.Context, sw *sseWriter, who store.Principal, project string, dev, last int64) (int64, error) {
 	for {
-		rs, err := a.store.Readings(ctx, store.ReadingQuery{
+		who.Now = a.now() // a staff grant may expire during a long replay
+		rs, err := a.store.ScopedReadings(ctx, who, store.ReadingQuery{
 			ProjectID: project, DeviceID: dev, AfterID: last, Limit: maxLimit})
 		if err != nil {
 			return last, fmt.Errorf("replay: %w", err)

@@ -72,17 +72,17 @@ func TestStreamResumeGap(t *testing.T) {
 }
 
 // hookStore runs a function once, just before or just after the first
-// Readings query.
+// ScopedReadings query.
 type hookStore struct {
 	store.Store
 	before, after atomic.Pointer[func()]
 }
 
-func (h *hookStore) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Reading, error) {
+func (h *hookStore) ScopedReadings(ctx context.Context, p store.Principal, q store.ReadingQuery) ([]store.Reading, error) {
 	if f := h.before.Swap(nil); f != nil {
 		(*f)()
 	}
-	rs, err := h.Store.Readings(ctx, q)
+	rs, err := h.Store.ScopedReadings(ctx, p, q)
 	if f := h.after.Swap(nil); f != nil {
 		(*f)()
 	}

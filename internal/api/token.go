@@ -8,8 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/signet-io/signet/internal/store"
@@ -63,17 +61,11 @@ func hashToken(token string) []byte {
 	return h[:]
 }
 
-// authenticate checks the request's bearer token. Missing, malformed and
-// unknown tokens are the same error, so a client learns nothing about which;
-// the token itself is never logged or echoed.
-func (a *API) authenticate(r *http.Request) error {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || len(token) > maxTokenLen ||
-		!strings.HasPrefix(token, tokenPrefix) {
-		return errUnauthorized
-	}
+// operatorToken checks the installation operator's bearer token (the
+// bootstrap token).
+func (a *API) operatorToken(ctx context.Context, token string) error {
 	hash := hashToken(token)
-	t, err := a.store.TokenByHash(r.Context(), hash)
+	t, err := a.store.TokenByHash(ctx, hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return errUnauthorized

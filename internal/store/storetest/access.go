@@ -133,7 +133,9 @@ func newTenants(t *testing.T, s store.Store) tenants {
 	return tn
 }
 
-func userP(id int64) store.Principal { return store.Principal{Kind: store.PrincipalUser, ID: id, Now: t0} }
+func userP(id int64) store.Principal {
+	return store.Principal{Kind: store.PrincipalUser, ID: id, Now: t0}
+}
 
 func projectIDs(ps []store.ProjectAccess) []string {
 	var out []string
