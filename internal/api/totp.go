@@ -132,7 +132,7 @@ func (a *API) totpConfirm(w http.ResponseWriter, r *http.Request) error {
 	step, ok := auth.CheckTOTP(rec.Secret, req.Code, a.now(), c.user.TOTPStep)
 	if !ok {
 		_ = a.record(ctx, c, c.user.OrgID, "totp.fail", userTarget(c.user.ID), "enrolment")
-		return &apiError{errUnauthorized, "wrong or already used code"}
+		return invalid("wrong or already used code")
 	}
 	if err := a.store.ConfirmTOTP(ctx, c.user.ID, rec.Recovery, step); err != nil {
 		return err
@@ -190,7 +190,7 @@ func (a *API) checkCode(ctx context.Context, c *caller, req codeRequest) error {
 			}
 		}
 		_ = a.record(ctx, c, c.user.OrgID, "totp.fail", userTarget(c.user.ID), "recovery code")
-		return &apiError{errUnauthorized, "wrong or already used recovery code"}
+		return invalid("wrong or already used recovery code")
 	}
 	rec, err := a.openTOTP(c.user.ID, c.user.TOTPSecret)
 	if err != nil {
@@ -207,5 +207,5 @@ func (a *API) checkCode(ctx context.Context, c *caller, req codeRequest) error {
 		}
 	}
 	_ = a.record(ctx, c, c.user.OrgID, "totp.fail", userTarget(c.user.ID), "code")
-	return &apiError{errUnauthorized, "wrong or already used code"}
+	return invalid("wrong or already used code")
 }
