@@ -47,6 +47,7 @@ type OIDC struct {
 	cfg      OIDCConfig
 	client   *http.Client
 	oauth    oauth2.Config
+	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 }
 
@@ -103,6 +104,7 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 			RedirectURL:  cfg.RedirectURL,
 			Scopes:       scopes,
 		},
+		provider: provider,
 		// The key set outlives ctx: it refetches keys when the provider rotates them.
 		verifier: provider.VerifierContext(oidc.ClientContext(context.WithoutCancel(ctx), client),
 			&oidc.Config{ClientID: cfg.ClientID}),
@@ -210,6 +212,19 @@ func (o *OIDC) Finish(ctx context.Context, st *OIDCState, query url.Values) (Ide
 		Email:         claims.Email,
 		EmailVerified: truthy(claims.EmailVerified),
 		Name:          claims.Name,
+	}
+	if id.Email == "" && o.provider.UserInfoEndpoint() != "" {
+		// Some providers (Azure AD without the optional email claim) leave the email out of the ID token;
+		// the userinfo endpoint has it. It counts only if it describes the same subject (OIDC Core §5.3.2).
+		if ui, err := o.provider.UserInfo(ctx, oauth2.StaticTokenSource(tok)); err == nil && ui.Subject == id.Subject {
+			id.Email, id.EmailVerified = ui.Email, ui.EmailVerified
+			var more struct {
+				Name string `json:"name"`
+			}
+			if id.Name == "" && ui.Claims(&more) == nil {
+				id.Name = more.Name
+			}
+		}
 	}
 	if id.Name == "" {
 		id.Name = claims.PreferredUsername

@@ -23,15 +23,24 @@ import (
 type oidcUser struct {
 	sub, email, name string
 	verified         bool
+	onlyUserinfo     bool // email and name only from the userinfo endpoint, as Azure AD may do
+	userinfoSub      string
 }
 
 func (u oidcUser) ID() string { return u.sub }
 
 func (u oidcUser) Userinfo([]string) ([]byte, error) {
-	return json.Marshal(map[string]any{"sub": u.sub, "email": u.email, "name": u.name})
+	sub := u.sub
+	if u.userinfoSub != "" {
+		sub = u.userinfoSub
+	}
+	return json.Marshal(map[string]any{"sub": sub, "email": u.email, "email_verified": u.verified, "name": u.name})
 }
 
 func (u oidcUser) Claims(_ []string, base *mockoidc.IDTokenClaims) (jwt.Claims, error) {
+	if u.onlyUserinfo {
+		return base, nil
+	}
 	return struct {
 		*mockoidc.IDTokenClaims
 		Email         string `json:"email"`
@@ -123,7 +132,12 @@ func (f *oidcFixture) forge(next http.Handler) http.Handler {
 // provider's redirect to the callback, and return what the callback received.
 func (f *oidcFixture) login(t *testing.T, edit func(url.Values)) (*OIDCState, url.Values) {
 	t.Helper()
-	f.op.QueueUser(oidcUser{sub: "00u-alice-42", email: "alice@example.com", name: "Alice Example", verified: true})
+	return f.loginAs(t, oidcUser{sub: "00u-alice-42", email: "alice@example.com", name: "Alice Example", verified: true}, edit)
+}
+
+func (f *oidcFixture) loginAs(t *testing.T, user oidcUser, edit func(url.Values)) (*OIDCState, url.Values) {
+	t.Helper()
+	f.op.QueueUser(user)
 	authURL, st, err := f.rp.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -190,6 +204,28 @@ func TestOIDCLogin(t *testing.T) {
 	// The right state still works, since the code was not spent.
 	if _, err := f.rp.Finish(ctx, st2, q2); err != nil {
 		t.Fatalf("genuine callback after a forged one: %v", err)
+	}
+}
+
+func TestOIDCEmailFromUserinfo(t *testing.T) {
+	f := newOIDCFixture(t)
+	ctx := context.Background()
+	st, q := f.loginAs(t, oidcUser{sub: "u-bob", email: "bob@example.com", name: "Bob", verified: true, onlyUserinfo: true}, nil)
+	id, err := f.rp.Finish(ctx, st, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Subject != "u-bob" || id.Email != "bob@example.com" || !id.EmailVerified || id.Name != "Bob" {
+		t.Fatalf("identity %+v; want email and name from userinfo", id)
+	}
+	// Userinfo about another subject is ignored.
+	st, q = f.loginAs(t, oidcUser{sub: "u-carol", email: "ceo@example.com", verified: true, onlyUserinfo: true, userinfoSub: "u-ceo"}, nil)
+	id, err = f.rp.Finish(ctx, st, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Subject != "u-carol" || id.Email != "" || id.EmailVerified {
+		t.Fatalf("identity %+v took the email of another subject", id)
 	}
 }
 
