@@ -93,9 +93,21 @@ type Problem struct {
 
 func (p Problem) String() string {
 	if p.Seq > 0 {
-		return fmt.Sprintf("organisation %q, entry %d: %s", p.Org, p.Seq, p.What)
+		return fmt.Sprintf("%s, entry %d: %s", OrgName(p.Org), p.Seq, p.What)
 	}
-	return fmt.Sprintf("checkpoint #%d (organisation %q): %s", p.Checkpoint, p.Org, p.What)
+	if p.Org == "" {
+		return fmt.Sprintf("checkpoint #%d: %s", p.Checkpoint, p.What)
+	}
+	return fmt.Sprintf("checkpoint #%d (%s): %s", p.Checkpoint, OrgName(p.Org), p.What)
+}
+
+// OrgName names an organisation's log for people: "" is the installation's
+// own.
+func OrgName(org string) string {
+	if org == "" {
+		return "the installation's log"
+	}
+	return fmt.Sprintf("organisation %q", org)
 }
 
 // pageSize is how many rows Verify reads at a time.
@@ -286,6 +298,7 @@ func verifyCheckpointChain(ctx context.Context, st store.AuditStore, r *Report) 
 				fail(c.Num, "malformed: a hash or key id of the wrong size")
 				return nil
 			case c.Num != expected:
+				c.Org = "" // unknown: it is gone
 				fail(expected, "missing: checkpoints %d to %d were deleted (the next stored is #%d)", expected, c.Num-1, c.Num)
 				return nil
 			case c.Prev != prev:
