@@ -264,15 +264,16 @@ func (a *API) authorize(r *http.Request, c *caller, rt route) (*http.Request, er
 			pa = p
 			ctx = context.WithValue(ctx, deviceKey, d)
 		}
-		if pa.Role < rt.need.projectRole() {
-			return r, &apiError{errForbidden, fmt.Sprintf("this needs the %s role in project %s; you have %s",
-				rt.need.projectRole(), pa.ID, pa.Role)}
-		}
 		if pa.Staff {
-			// Every use of a staff grant is in the customer's log.
+			// Every use of a staff grant, allowed or not, is in the
+			// customer's log.
 			if err := a.record(ctx, c, pa.OrgID, "staff.access", "project:"+pa.ID, r.Method+" "+r.URL.Path); err != nil {
 				return r, err
 			}
+		}
+		if pa.Role < rt.need.projectRole() {
+			return r, &apiError{errForbidden, fmt.Sprintf("this needs the %s role in project %s; you have %s",
+				rt.need.projectRole(), pa.ID, pa.Role)}
 		}
 		ctx = context.WithValue(ctx, projectKey, pa)
 	case rightOrgRead, rightOrgAdmin:
