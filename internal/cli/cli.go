@@ -46,6 +46,7 @@ func commands() []command {
 		{"device", "device tools: keygen, simulate", runDevice},
 		{"manufacturer", "manufacturer tools: keygen, sign a factory manifest", runManufacturer},
 		{"tail", "print a project's live stream of readings", runTail},
+		{"bench", "measure the whole system against this machine's limits and a peer (Mosquitto)", runBench},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-io/signet/internal/loadgen"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+// TestMain lets the test binary act as the bench's load generators: the
+// bench re-executes os.Executable() (this binary) with ChildEnv set.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(ChildEnv); mode != "" {
+		os.Exit(ChildMain(context.Background(), mode, os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// runSmoke runs scenarios in smoke mode with this test binary as the
+// load generator, and fails on any failed check.
+func runSmoke(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Smoke = true
+	cfg.Exec = []string{self}
+	cfg.Dir = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	if rep.Failed() {
+		t.Fatalf("a check failed or a scenario could not run")
+	}
+	if len(rep.Checks) == 0 {
+		t.Fatal("no checks ran")
+	}
+	return rep
+}
+
+// TestSmokeAll is what CI runs: every scenario in smoke mode, each
+// checking that nothing is lost or duplicated, with this test binary as
+// the load generators. The MQTT reference runs if mosquitto is installed.
+func TestSmokeAll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers, relays and load generator processes; skipped with -short")
+	}
+	rep := runSmoke(t, Config{})
+	scen := map[string]bool{}
+	for _, c := range rep.Checks {
+		scen[c.Scenario] = true
+	}
+	for _, s := range Scenarios {
+		if !scen[s] {
+			t.Errorf("scenario %s checked nothing", s)
+		}
+	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Machine.Cores == 0 || back.Machine.GoVersion == "" || back.Commit == "" || len(back.Figures) == 0 {
+		t.Fatalf("the JSON report lacks the machine, the commit or the figures: %+v", back.Machine)
+	}
+	for _, f := range back.Figures {
+		if f.Met != nil {
+			t.Errorf("smoke mode judged a target: %+v", f)
+		}
+	}
+}
+
+func TestConfigRejectsUnknownScenario(t *testing.T) {
+	if _, err := Run(context.Background(), Config{Scenarios: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "unknown scenario") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFmtValue(t *testing.T) {
+	for v, want := range map[float64]string{1234567: "1,234,567", 512: "512", 25.04: "25.0", 0.5: "0.50", -2500: "-2,500"} {
+		if got := fmtValue(v); got != want {
+			t.Errorf("fmtValue(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+// TestSampleDatagram: the references use datagrams the size the load
+// generator sends.
+func TestSampleDatagram(t *testing.T) {
+	for _, b := range []int{1, 16} {
+		dg, pt, err := sampleDatagram(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dg) != len(pt)+wire.TransportOverhead || len(pt) < b*loadgen.ReadingSize || len(pt) > b*(loadgen.ReadingSize+8)+16 {
+			t.Fatalf("batch %d: datagram %d bytes, plaintext %d", b, len(dg), len(pt))
+		}
+	}
+}
+
+func TestChildRejectsUnknownMode(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := ChildMain(context.Background(), "nope", strings.NewReader(`{"kind":"config"}`+"\n"), &out, &errb)
+	if code == 0 || !strings.Contains(out.String(), "unknown child mode") {
+		t.Fatalf("exit %d, stdout %q", code, out.String())
+	}
+}

@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+const targetBytesPerSession = 512
+
+// fleet registers a large fleet, gives every device a session, and has
+// each send at a low rate while the server's memory is watched. The
+// devices talk to the server's own UDP port, so that the process's
+// memory is the server's alone (a relay in the same process would add its
+// own per-device state).
+func (r *run) fleet(ctx context.Context) error {
+	for _, n := range r.cfg.FleetSizes {
+		if err := r.fleetStep(ctx, n); err != nil {
+			return err
+		}
+	}
+	if !r.cfg.Smoke && len(r.cfg.FleetSizes) == 1 && r.cfg.FleetSizes[0] < 1_000_000 {
+		r.note(fmt.Sprintf("fleet: only the %d-device step ran; the 1,000,000-device step does not fit a minute here (key generation, registration and a million handshakes take minutes on %d cores): run it with --fleet 100000,1000000", r.cfg.FleetSizes[0], r.rep.Machine.Cores))
+	}
+	return nil
+}
+
+func (r *run) fleetStep(ctx context.Context, n int) error {
+	dir, err := r.newDir("fleet")
+	if err != nil {
+		return err
+	}
+	defer removeAll(dir)
+	label := fmt.Sprintf("%d devices", n)
+	r.prog.set(Fleet, label+": starting the server")
+	sys, err := r.startSystem(ctx, dir, systemOpts{handshakeRate: 1e9})
+	if err != nil {
+		return err
+	}
+	defer sys.stop()
+	heap0, rss0 := memory()
+	var heap1, rss1 uint64
+	var regAt time.Time
+	r.prog.setLive(Fleet, label+": generating keys, registering, handshaking", func() string {
+		return fmt.Sprintf("(%d sessions)", sys.srv.Ingest().Stats().Handshakes.Load())
+	})
+	rate := float64(n) * DefaultFleetRate
+	if r.cfg.Smoke {
+		rate = float64(n) // one reading a second each: enough readings to check in 2 s
+	}
+	fp, conn, err := r.startLoadgenHook(ctx, sys, dir, lgConfig{Targets: []string{sys.srv.UDPAddr()}, Devices: n,
+		Sockets: 16, HandshakeRate: 6000, HandshakeTimeout: 3 * time.Second, HandshakeTries: 10,
+		Window: 4, Rate: rate, Duration: r.cfg.FleetDuration, Drain: 60 * time.Second}, func() {
+		heap1, rss1 = memory()
+		regAt = time.Now()
+	})
+	if err != nil {
+		return err
+	}
+	defer fp.stop()
+	hsTime := time.Since(regAt)
+	heap2, rss2 := memory()
+	perDev := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(n) }
+
+	// Low-rate traffic, memory sampled (after a collection) five times.
+	type sample struct {
+		at        time.Duration
+		heap, rss uint64
+	}
+	var samples []sample
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= 5; i++ {
+			sleepUntil(ctx, start.Add(r.cfg.FleetDuration*time.Duration(i)/5))
+			if ctx.Err() != nil {
+				return
+			}
+			h, s := memory()
+			samples = append(samples, sample{time.Since(start), h, s})
+		}
+	}()
+	r.prog.setLive(Fleet, label+": sending at a low rate, memory watched", func() string {
+		return fmt.Sprintf("(%d readings sent)", fp.sent())
+	})
+	gen, sent, err := fp.run(ctx)
+	<-done
+	if err != nil {
+		return err
+	}
+	want := sum(sent)
+	_ = waitFor(ctx, 60*time.Second, "every reading stored", func() bool { c, _ := sys.count(ctx); return c >= want })
+	stored, _ := sys.count(ctx)
+	elapsed := time.Since(start)
+	check, err := sys.checkDevices(ctx, fp.ids, sent)
+	if err != nil {
+		return err
+	}
+
+	r.figure(Figure{Name: fmt.Sprintf("server RSS per idle device session, %s", label), Value: perDev(rss1, rss2), Unit: "bytes",
+		Target: fmt.Sprintf("≤ %d", targetBytesPerSession), Met: atMost(perDev(rss1, rss2), targetBytesPerSession),
+		Note: fmt.Sprintf("process resident set %d → %d MiB over %d handshakes in %v (cookie defence off: HandshakeRate raised); RSS includes the Go heap's slack", rss1>>20, rss2>>20, conn.Sessions, hsTime.Round(time.Millisecond))})
+	r.figure(Figure{Name: fmt.Sprintf("server live heap per idle device session, %s", label), Value: perDev(heap1, heap2), Unit: "bytes",
+		Target: fmt.Sprintf("≤ %d", targetBytesPerSession), Met: atMost(perDev(heap1, heap2), targetBytesPerSession),
+		Note: "live heap after a full collection, before and after the handshakes"})
+	r.figure(Figure{Name: fmt.Sprintf("server live heap per registered device, %s", label), Value: perDev(heap0, heap1), Unit: "bytes",
+		Note: fmt.Sprintf("registry entry before any session; RSS %d → %d MiB", rss0>>20, rss1>>20)})
+	r.figure(Figure{Name: fmt.Sprintf("stored readings, %s at a low rate", label), Value: float64(stored) / elapsed.Seconds(), Unit: "readings/s",
+		Note: fmt.Sprintf("target rate %.0f/s (each device every %.0f s); %d stored in %v", rate, float64(n)/rate, stored, elapsed.Round(time.Millisecond))})
+	if len(samples) >= 3 {
+		// Warm-up: the first sample; growth from the second to the last.
+		a, b := samples[1], samples[len(samples)-1]
+		growth := perDev(a.heap, b.heap)
+		r.figure(Figure{Name: fmt.Sprintf("heap growth after warm-up, %s", label), Value: growth, Unit: "bytes/device",
+			Target: "≈ 0 (flat)", Met: boolp(math.Abs(growth) <= 0.05*perDev(heap1, heap2)+16),
+			Note: fmt.Sprintf("live heap %d → %d MiB from %v to %v of sending; RSS %d → %d MiB", a.heap>>20, b.heap>>20,
+				a.at.Round(time.Second), b.at.Round(time.Second), a.rss>>20, b.rss>>20)})
+	}
+	r.check(fmt.Sprintf("exactly once, %s", label), check.ok() && conn.Sessions == n, "%v; %d of %d devices had a session; %d resent",
+		check, conn.Sessions, n, gen.Resent)
+	return nil
+}

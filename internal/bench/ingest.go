@@ -1,0 +1,274 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/signet-io/signet/internal/store"
+)
+
+// Targets of the ingest scenario (docs/performance.md explains them).
+const (
+	targetUplinks      = 100_000
+	targetCeilingRatio = 0.6
+	targetMQTTRatio    = 1.5
+	targetSSEP99       = 25 * time.Millisecond
+)
+
+// ingestResult is one run of readings through the relays into the store.
+type ingestResult struct {
+	stored  int64
+	elapsed time.Duration // from the first reading sent to the last stored
+	rate    float64       // stored readings per second over elapsed
+	steady  float64       // stored per second over the second half of the generation
+	durable percentiles   // relay receive → published after commit
+	sse     percentiles   // relay receive → SSE client
+	sseN    int64
+	sseDups int64
+	cuts    int64 // times the hub cut the latency subscriber
+	check   deviceCheck
+	gen     lgResult
+}
+
+// ingestRun runs the server with relays relays and the load generator
+// for the configured duration, at rate readings/s (0: as fast as the
+// server acknowledges), and counts what is stored.
+func (r *run) ingestRun(ctx context.Context, label string, relays int, rate float64, withSSE bool) (ingestResult, error) {
+	var res ingestResult
+	dir, err := r.newDir("ingest")
+	if err != nil {
+		return res, err
+	}
+	defer removeAll(dir)
+	r.prog.set(r.scenario, label+": starting the server and relays")
+	sys, err := r.startSystem(ctx, dir, systemOpts{relays: relays, handshakeRate: 20000})
+	if err != nil {
+		return res, err
+	}
+	defer sys.stop()
+	devices := max(r.cfg.Devices, relays)
+	lg := lgConfig{Targets: sys.relayAddrs(), Devices: devices, Batch: r.cfg.Batch,
+		Window: max(1, min(64, store.MaxAppend/devices)), Rate: rate, Duration: r.cfg.Duration,
+		HandshakeRate: 4000, Drain: 60 * time.Second}
+	r.prog.set(r.scenario, label+": registering and connecting the devices")
+	fp, _, err := r.startLoadgen(ctx, sys, dir, lg)
+	if err != nil {
+		return res, err
+	}
+	defer fp.stop()
+	hub := watchHub(sys.srv)
+	defer hub.stop()
+	var sse *sseWatch
+	if withSSE {
+		sse = watchSSE(sys.srv.APIURL(), sys.token)
+		defer sse.stop()
+	}
+	start := time.Now()
+	half, end := start.Add(r.cfg.Duration/2), start.Add(r.cfg.Duration)
+	steady := make(chan float64, 1)
+	go func() {
+		// Two store counts, at half time and at the end of generation.
+		sleepUntil(ctx, half)
+		c1, _ := sys.count(ctx)
+		sleepUntil(ctx, end)
+		c2, _ := sys.count(ctx)
+		steady <- float64(c2-c1) / end.Sub(half).Seconds()
+	}()
+	r.prog.setLive(r.scenario, label+": sending", func() string {
+		return fmt.Sprintf("(%d readings sent, %d delivered to the hub)", fp.sent(), hub.n.Load())
+	})
+	gen, sent, err := fp.run(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.gen = gen
+	want := sum(sent)
+	var stored int64
+	if err := waitFor(ctx, 60*time.Second, "every reading sent stored", func() bool {
+		stored, _ = sys.count(ctx)
+		return stored >= want
+	}); err != nil {
+		r.log.Warn("not every reading stored", "stored", stored, "sent", want)
+	}
+	res.elapsed = time.Since(start)
+	res.steady = <-steady
+	res.stored, _ = sys.count(ctx)
+	res.rate = float64(res.stored) / res.elapsed.Seconds()
+	if res.check, err = sys.checkDevices(ctx, fp.ids, sent); err != nil {
+		return res, err
+	}
+	// The hub cuts a subscriber that falls a buffer behind (a commit can
+	// be bigger than the buffer); readings published meanwhile have no
+	// sample. Wait for the last deliveries, not for a count.
+	waitQuiet(ctx, 10*time.Second, func() int64 { return hub.n.Load() }, res.stored)
+	hub.stop()
+	res.durable, res.cuts = hub.lat.percentiles(), hub.cut.Load()
+	if sse != nil {
+		waitQuiet(ctx, 60*time.Second, func() int64 { return sse.n.Load() }, res.stored)
+		sse.stop()
+		res.sse, res.sseN, res.sseDups = sse.lat.percentiles(), sse.n.Load(), sse.dups.Load()
+	}
+	if gen.Err != "" {
+		r.log.Warn("load generator", "err", gen.Err)
+	}
+	return res, nil
+}
+
+func (r *run) ingest(ctx context.Context) error {
+	d := r.cfg.Duration
+	batch := r.cfg.Batch
+	dg, pt, err := sampleDatagram(batch)
+	if err != nil {
+		return err
+	}
+	unit := "uplinks/s"
+	sizes := fmt.Sprintf("%d-byte datagrams (%d readings of ~%d bytes)", len(dg), batch, len(pt)/batch)
+
+	r.prog.set(Ingest, "reference: ChaCha20-Poly1305 open rate")
+	chacha, err := chachaRef(ctx, batch, d)
+	if err != nil {
+		return err
+	}
+	r.figure(Figure{Name: "ref: ChaCha20-Poly1305 opens", Value: chacha, Unit: unit, IsReference: true,
+		Note: fmt.Sprintf("raw AEAD open of the same %d-byte ciphertext on %d cores", len(pt)+16, r.rep.Machine.GOMAXPROCS)})
+	r.prog.set(Ingest, "reference: raw bulk insert into the same store schema")
+	ins, err := r.insertRef(ctx, d, r.cfg.Devices)
+	if err != nil {
+		return err
+	}
+	insUplinks := ins / float64(batch)
+	r.figure(Figure{Name: "ref: store bulk insert", Value: insUplinks, Unit: unit, IsReference: true,
+		Note: fmt.Sprintf("%.0f readings/s through store.AppendReadings, %d per append, one hearing each, no network", ins, store.MaxAppend)})
+
+	var mq mqttFigures
+	mqOK := false
+	if !r.cfg.NoMQTT {
+		r.prog.set(Ingest, "reference: Mosquitto QoS 1, tuned")
+		if mq, err = r.mqttRef(ctx, mosquittoTuned, len(pt), d); err != nil {
+			r.note("MQTT reference skipped: " + err.Error())
+		} else {
+			mqOK = true
+			r.figure(Figure{Name: "ref: Mosquitto QoS 1 (tuned)", Value: mq.rate, Unit: "msg/s", IsReference: true,
+				Note: fmt.Sprintf("%d-byte payloads, publisher→subscriber, paho.mqtt.golang; %d received of %d acknowledged, %d duplicates", len(pt), mq.received, mq.published, mq.duplicates)})
+			r.prog.set(Ingest, "reference: Mosquitto QoS 1, stock configuration")
+			if st, err := r.mqttRef(ctx, "", len(pt), d); err == nil {
+				r.figure(Figure{Name: "ref: Mosquitto QoS 1 (stock config)", Value: st.rate, Unit: "msg/s", IsReference: true,
+					Note: fmt.Sprintf("max_inflight_messages 20, max_queued_messages 1000: %d received of %d acknowledged (%d dropped by the broker)", st.received, st.published, int64(st.published)-st.received)})
+			}
+		}
+	}
+
+	var peak1 float64
+	for _, n := range r.cfg.Relays {
+		label := fmt.Sprintf("%d relay(s)", n)
+		r.prog.set(Ingest, label+": reference: raw UDP loopback")
+		udp, err := r.udpRef(ctx, n, n, len(dg), d)
+		if err != nil {
+			return err
+		}
+		r.figure(Figure{Name: fmt.Sprintf("ref: raw UDP loopback, %d socket(s)", n), Value: udp, Unit: "datagrams/s", IsReference: true,
+			Note: fmt.Sprintf("%d-byte datagrams from %d sending socket(s) in a child process to %d receiving", len(dg), n, n)})
+		ceiling := min(udp, chacha, insUplinks)
+		ceilName := "UDP"
+		switch ceiling {
+		case chacha:
+			ceilName = "ChaCha20-Poly1305"
+		case insUplinks:
+			ceilName = "store bulk insert"
+		}
+		res, err := r.ingestRun(ctx, label, n, 0, false)
+		if err != nil {
+			return err
+		}
+		up := res.rate / float64(batch)
+		if n == r.cfg.Relays[0] {
+			peak1 = res.rate
+		}
+		r.figure(Figure{Name: fmt.Sprintf("stored uplinks, %d relay(s)", n), Value: up, Unit: unit,
+			Reference: "ceiling (" + ceilName + ")", Ratio: ratio(up, ceiling),
+			Target: fmt.Sprintf("≥ %d and ≥ %.0f%% of ceiling", targetUplinks, 100*targetCeilingRatio),
+			Met:    boolp(up >= targetUplinks && ratio(up, ceiling) >= targetCeilingRatio),
+			Note: fmt.Sprintf("%d readings counted in the store over %v (first sent → last stored); %d devices, %s",
+				res.stored, res.elapsed.Round(time.Millisecond), max(r.cfg.Devices, n), sizes)})
+		if mqOK {
+			r.figure(Figure{Name: fmt.Sprintf("stored uplinks vs Mosquitto, %d relay(s)", n), Value: up, Unit: unit,
+				Reference: "Mosquitto QoS 1 (tuned)", Ratio: ratio(up, mq.rate),
+				Target: fmt.Sprintf("≥ %.1f× Mosquitto", targetMQTTRatio), Met: atLeast(ratio(up, mq.rate), targetMQTTRatio)})
+		}
+		r.figure(Figure{Name: fmt.Sprintf("steady stored uplinks, %d relay(s)", n), Value: res.steady / float64(batch), Unit: unit,
+			Note: "store count over the second half of the generation"})
+		r.latencyFigures(fmt.Sprintf("full speed, %d relay(s)", n), "relay receive → durable", res.durable,
+			fmt.Sprintf("mostly queueing: every device keeps its window of readings in flight; the live hub cut the sampling subscriber %d times (a commit bigger than its buffer), readings meanwhile have no sample", res.cuts))
+		r.check(fmt.Sprintf("exactly once, %d relay(s)", n), res.check.ok(), "%v; %d resent by devices", res.check, res.gen.Resent)
+	}
+
+	if peak1 > 0 {
+		rate := peak1 / 2
+		label := fmt.Sprintf("half the peak (%.0f readings/s), %d relay(s)", rate, r.cfg.Relays[0])
+		res, err := r.ingestRun(ctx, label, r.cfg.Relays[0], rate, true)
+		if err != nil {
+			return err
+		}
+		r.latencyFigures(label, "relay receive → durable", res.durable, "")
+		r.latencyFigures(label, "relay receive → SSE client", res.sse, "")
+		if res.sse.n > 0 {
+			r.figure(Figure{Name: "p99 relay receive → SSE at half the peak", Value: ms(res.sse.p99), Unit: "ms",
+				Target: fmt.Sprintf("≤ %d ms", targetSSEP99.Milliseconds()), Met: atMost(ms(res.sse.p99), ms(targetSSEP99)),
+				Note: "times stored by the relay are whole milliseconds: up to 1 ms more than the true latency"})
+		}
+		r.check("exactly once, paced", res.check.ok(), "%v", res.check)
+		r.check("SSE delivers every stored reading once", res.sseN == res.stored && res.sseDups == 0,
+			"%d events for %d stored readings, %d duplicates", res.sseN, res.stored, res.sseDups)
+	}
+	return nil
+}
+
+func (r *run) latencyFigures(cond, what string, p percentiles, note string) {
+	if p.n == 0 {
+		return
+	}
+	note += fmt.Sprintf(" (%d samples)", p.n)
+	for _, q := range []struct {
+		name string
+		v    time.Duration
+	}{{"p50", p.p50}, {"p99", p.p99}, {"p999", p.p999}} {
+		r.figure(Figure{Name: fmt.Sprintf("%s %s, %s", q.name, what, cond), Value: ms(q.v), Unit: "ms",
+			Note: strings.TrimSpace(note)})
+		note = ""
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func boolp(b bool) *bool { return &b }
+
+func sleepUntil(ctx context.Context, t time.Time) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(t)):
+	}
+}
+
+func removeAll(dir string) { _ = os.RemoveAll(dir) }
+
+// waitQuiet waits until count reaches want, or stops moving for a second,
+// or d passes.
+func waitQuiet(ctx context.Context, d time.Duration, count func() int64, want int64) {
+	deadline := time.Now().Add(d)
+	last, lastAt := count(), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n := count()
+		if n >= want {
+			return
+		}
+		if n != last {
+			last, lastAt = n, time.Now()
+		} else if time.Since(lastAt) > time.Second {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,578 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" driver, for the bench's own connections
+
+	"github.com/signet-io/signet/internal/relay"
+	"github.com/signet-io/signet/internal/server"
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+// project is the project every scenario's devices belong to.
+const project = "bench"
+
+// system is a server and its relays, running in the bench process.
+type system struct {
+	r      *run
+	dir    string
+	cfg    server.Config
+	srv    *server.Server
+	token  string
+	cancel context.CancelFunc
+	done   chan struct{}
+	relays []*relay.Relay
+	rstops []func()
+	db     *sql.DB // read-only, for counting
+	logs   *tailBuffer
+}
+
+type systemOpts struct {
+	relays int
+	// handshakeRate is the server's HandshakeRate (0: its default).
+	handshakeRate float64
+	// fixedPorts chooses the ports before the server starts, so that it
+	// can be restarted on the same ones (recovery).
+	fixedPorts bool
+	// dir, if set, is a data directory prepared beforehand (query).
+	dir string
+}
+
+// newDir makes a temporary directory for a scenario.
+func (r *run) newDir(name string) (string, error) {
+	return os.MkdirTemp(r.cfg.Dir, "signet-bench-"+name+"-")
+}
+
+// startSystem opens and runs a server (and relays) in dir.
+func (r *run) startSystem(ctx context.Context, dir string, o systemOpts) (*system, error) {
+	s := &system{r: r, dir: dir, logs: &tailBuffer{max: 4 << 10}}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s.cfg = server.Config{DataDir: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
+		HTTPListen: "127.0.0.1:0", Stream: "BENCH_" + hex.EncodeToString(b[:]), HandshakeRate: o.handshakeRate,
+		Logger: slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if o.dir != "" {
+		s.cfg.DataDir = o.dir
+	}
+	if o.fixedPorts {
+		var err error
+		if s.cfg.Listen, err = freeAddr("udp"); err != nil {
+			return nil, err
+		}
+		if s.cfg.RelayListen, err = freeAddr("tcp"); err != nil {
+			return nil, err
+		}
+		if s.cfg.HTTPListen, err = freeAddr("tcp"); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.startServer(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.srv.AddProject(ctx, project, "bench"); err != nil {
+		s.stop()
+		return nil, err
+	}
+	for i := range o.relays {
+		if err := s.addRelay(ctx, fmt.Sprintf("relay-%d", i+1)); err != nil {
+			s.stop()
+			return nil, err
+		}
+	}
+	if err := waitFor(ctx, 30*time.Second, "relays connected", func() bool {
+		for _, rl := range s.relays {
+			if !rl.Connected() {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		s.stop()
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", filepath.Join(s.cfg.DataDir, "signet.db")+"?_pragma=query_only(1)&_pragma=busy_timeout(10000)")
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	db.SetMaxOpenConns(2)
+	s.db = db
+	return s, nil
+}
+
+// startServer opens the server on s.cfg and runs it.
+func (s *system) startServer(ctx context.Context) error {
+	srv, err := server.Open(ctx, s.cfg)
+	if err != nil {
+		return fmt.Errorf("bench: starting the server: %w", err)
+	}
+	if t := srv.BootstrapToken(); t != "" {
+		s.token = t
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(sctx) }()
+	s.srv, s.cancel, s.done = srv, cancel, done
+	return nil
+}
+
+// stopServer stops the server (the relays keep running and buffer).
+func (s *system) stopServer() {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+		s.cancel = nil
+	}
+}
+
+func (s *system) addRelay(ctx context.Context, id string) error {
+	dir := filepath.Join(s.dir, id)
+	files, err := s.srv.AddRelay(ctx, id, dir)
+	if err != nil {
+		return err
+	}
+	cert, pool, err := relay.LoadTLS(files.Cert, files.Key, files.CA)
+	if err != nil {
+		return err
+	}
+	rl, err := relay.New(relay.Config{Listen: "127.0.0.1:0", Server: s.srv.RelayAddr(), Certificate: cert, CAs: pool,
+		DataDir: filepath.Join(dir, "buffer"), MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+		Logger: s.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rl.Run(rctx) }()
+	s.relays = append(s.relays, rl)
+	s.rstops = append(s.rstops, func() { cancel(); <-done })
+	return nil
+}
+
+// relayAddrs are the relays' UDP addresses.
+func (s *system) relayAddrs() []string {
+	var out []string
+	for _, rl := range s.relays {
+		out = append(out, rl.Addr().String())
+	}
+	return out
+}
+
+// stop stops everything and closes the counting connection.
+func (s *system) stop() {
+	for _, f := range s.rstops {
+		f()
+	}
+	s.stopServer()
+	if s.db != nil {
+		s.db.Close()
+	}
+}
+
+// register registers keys as enabled devices of the project, in bulk (one
+// transaction on a connection of the bench's own: one transaction per
+// device would take an fsync each), and makes the server load them. It
+// returns the store ids in key order.
+func (s *system) register(ctx context.Context, keys []wire.PublicKey) ([]int64, error) {
+	ids, err := bulkDevices(ctx, filepath.Join(s.cfg.DataDir, "signet.db"), keys)
+	if err != nil {
+		s.r.log.Warn("bulk registration failed; registering one by one", "err", err)
+		ids = ids[:0]
+		for i, k := range keys {
+			id, err := s.srv.Store().CreateDevice(ctx, store.Device{ProjectID: project, PublicKey: k,
+				Name: "bench-" + strconv.Itoa(i), Enabled: true, Created: time.Now()})
+			if err != nil {
+				return nil, err
+			}
+			ids = append(ids, id)
+		}
+	}
+	// AddDevice reloads the registry, which picks up the whole batch.
+	sentinel, err := wire.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer sentinel.Zero()
+	if _, err := s.srv.AddDevice(ctx, project, sentinel.Public(), "bench-sentinel"); err != nil {
+		return nil, fmt.Errorf("bench: loading the devices: %w", err)
+	}
+	return ids, nil
+}
+
+// bulkDevices inserts devices into the store file at path in one
+// transaction.
+func bulkDevices(ctx context.Context, path string, keys []wire.PublicKey) ([]int64, error) {
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(30000)&_pragma=foreign_keys(1)")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT INTO devices (project_id, public_key, name, enabled, created) VALUES (?, ?, ?, 1, ?) RETURNING id`)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	now := time.Now().UnixMilli()
+	ids := make([]int64, 0, len(keys))
+	for i, k := range keys {
+		var id int64
+		if err := st.QueryRowContext(ctx, project, k[:], "bench-"+strconv.Itoa(i), now).Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, tx.Commit()
+}
+
+// count is the readings stored in the project.
+func (s *system) count(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM readings WHERE project_id = ?`, project).Scan(&n)
+	return n, err
+}
+
+// countWhere is the readings stored of the devices marked true in set.
+func (s *system) countWhere(ctx context.Context, set map[int64]bool) (int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, COUNT(*) FROM readings WHERE project_id = ? GROUP BY device_id`, project)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var id, n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return 0, err
+		}
+		if set[id] {
+			total += n
+		}
+	}
+	return total, rows.Err()
+}
+
+// deviceCheck compares what each device sent with what is stored: each
+// device i must have exactly sequences 1..sent[i]. The store's unique key
+// rules out a sequence stored twice; missing counts readings sent and not
+// stored, extra readings stored that were never sent.
+type deviceCheck struct {
+	devices, exact int
+	missing, extra int64
+}
+
+func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (deviceCheck, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, COUNT(*), MIN(seq), MAX(seq) FROM readings WHERE project_id = ? GROUP BY device_id`, project)
+	if err != nil {
+		return deviceCheck{}, err
+	}
+	defer rows.Close()
+	type agg struct{ n, lo, hi int64 }
+	got := make(map[int64]agg, len(ids))
+	for rows.Next() {
+		var id int64
+		var a agg
+		if err := rows.Scan(&id, &a.n, &a.lo, &a.hi); err != nil {
+			return deviceCheck{}, err
+		}
+		got[id] = a
+	}
+	if err := rows.Err(); err != nil {
+		return deviceCheck{}, err
+	}
+	c := deviceCheck{devices: len(ids)}
+	for i, id := range ids {
+		want := int64(sent[i])
+		a := got[id]
+		delete(got, id)
+		switch {
+		case a.n == want && (want == 0 || (a.lo == 1 && a.hi == want)):
+			c.exact++
+		default:
+			if a.n < want {
+				c.missing += want - a.n
+			}
+			if a.hi > want {
+				c.extra += a.hi - want
+			}
+		}
+	}
+	for _, a := range got {
+		c.extra += a.n // readings of devices the bench did not drive
+	}
+	return c, nil
+}
+
+func (c deviceCheck) ok() bool { return c.exact == c.devices && c.missing == 0 && c.extra == 0 }
+
+func (c deviceCheck) String() string {
+	return fmt.Sprintf("%d of %d devices stored exactly 1..sent; %d readings missing, %d unexpected", c.exact, c.devices, c.missing, c.extra)
+}
+
+// latencies collects latency samples, bounded.
+type latencies struct {
+	mu      sync.Mutex
+	samples []time.Duration
+}
+
+const maxSamples = 4 << 20
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	if len(l.samples) < maxSamples {
+		l.samples = append(l.samples, d)
+	}
+	l.mu.Unlock()
+}
+
+type percentiles struct {
+	n              int
+	p50, p99, p999 time.Duration
+	max            time.Duration
+}
+
+func (l *latencies) percentiles() percentiles {
+	l.mu.Lock()
+	s := slices.Clone(l.samples)
+	l.mu.Unlock()
+	p := percentiles{n: len(s)}
+	if p.n == 0 {
+		return p
+	}
+	slices.Sort(s)
+	at := func(q float64) time.Duration { return s[min(p.n-1, int(float64(p.n)*q))] }
+	p.p50, p.p99, p.p999, p.max = at(0.5), at(0.99), at(0.999), s[p.n-1]
+	return p
+}
+
+// hubWatch follows the server's live hub (what feeds SSE, published right
+// after each commit): the time from the relay's receive to there is the
+// time to durable.
+type hubWatch struct {
+	lat      latencies
+	n, cut   atomic.Int64
+	stopOnce sync.Once
+	stopC    chan struct{}
+	exited   chan struct{}
+}
+
+func watchHub(srv *server.Server) *hubWatch {
+	h := &hubWatch{stopC: make(chan struct{}), exited: make(chan struct{})}
+	ch, cancel := srv.Subscribe(project)
+	go func() {
+		defer close(h.exited)
+		for {
+			select {
+			case <-h.stopC:
+				cancel()
+				return
+			case rd, ok := <-ch:
+				if !ok {
+					h.cut.Add(1)
+					ch, cancel = srv.Subscribe(project)
+					continue
+				}
+				if len(rd.Heard) > 0 {
+					h.lat.add(time.Since(rd.Heard[0].Received))
+				}
+				h.n.Add(1)
+			}
+		}
+	}()
+	return h
+}
+
+func (h *hubWatch) stop() { h.stopOnce.Do(func() { close(h.stopC); <-h.exited }) }
+
+// sseWatch is an SSE client of the project's live stream that resumes
+// with Last-Event-ID after a disconnect, as every client must. It starts
+// with Last-Event-ID 0, so it receives every reading of the project even
+// if its first connection takes hold after the load started. It counts
+// events, duplicates, and the latency from the relay's receive.
+type sseWatch struct {
+	lat    latencies
+	n      atomic.Int64
+	dups   atomic.Int64
+	conns  atomic.Int64
+	mu     sync.Mutex
+	seen   map[[2]int64]struct{}
+	cancel context.CancelFunc
+	exited chan struct{}
+}
+
+func watchSSE(apiURL, token string) *sseWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &sseWatch{seen: map[[2]int64]struct{}{}, cancel: cancel, exited: make(chan struct{})}
+	go func() {
+		defer close(w.exited)
+		var last int64
+		for ctx.Err() == nil {
+			w.conns.Add(1)
+			_ = w.once(ctx, apiURL, token, &last)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+type sseReading struct {
+	DeviceID int64  `json:"device_id"`
+	Seq      uint64 `json:"seq"`
+	Heard    []struct {
+		Received time.Time `json:"received"`
+	} `json:"heard"`
+}
+
+func (w *sseWatch) once(ctx context.Context, apiURL, token string, last *int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/api/v1/projects/"+project+"/stream", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Last-Event-ID", strconv.FormatInt(*last, 10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("stream: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var id int64
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0:
+			if data != nil && id > *last {
+				now := time.Now()
+				var rd sseReading
+				if err := json.Unmarshal(data, &rd); err != nil {
+					return err
+				}
+				k := [2]int64{rd.DeviceID, int64(rd.Seq)}
+				w.mu.Lock()
+				if _, ok := w.seen[k]; ok {
+					w.dups.Add(1)
+				}
+				w.seen[k] = struct{}{}
+				w.mu.Unlock()
+				if len(rd.Heard) > 0 {
+					w.lat.add(now.Sub(rd.Heard[0].Received))
+				}
+				w.n.Add(1)
+				*last = id
+			}
+			data = nil
+		case bytes.HasPrefix(line, []byte("id:")):
+			id, _ = strconv.ParseInt(strings.TrimSpace(string(line[3:])), 10, 64)
+		case bytes.HasPrefix(line, []byte("data:")):
+			data = append(data[:0], bytes.TrimPrefix(line[5:], []byte(" "))...)
+		}
+	}
+	return sc.Err()
+}
+
+func (w *sseWatch) stop() { w.cancel(); <-w.exited }
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(ctx context.Context, d time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: timed out after %v waiting for %s", d, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// freeAddr returns a free loopback address for network ("udp" or "tcp").
+func freeAddr(network string) (string, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.LocalAddr().String(), nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// memory is the live heap after a full collection and the resident set.
+func memory() (heap, rss uint64) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc, processRSS()
+}
+
+func processRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuTime is the CPU time (user + system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+var errSkipped = errors.New("skipped")
