@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/signet-io/signet/internal/secrets"
+	"github.com/signet-io/signet/internal/store"
 )
 
 // The audit key files in the data directory. The private key signs
@@ -290,4 +292,20 @@ func LocalActor() string {
 		return "cli:" + n
 	}
 	return "cli:unknown"
+}
+
+// OpenDir opens the audit log of a data directory for a process that
+// records to it (the server, an admin command): it loads the audit key,
+// creating it on first use (sealed under s when s is not nil), and opens a
+// Log over st with it. A key sealed under a master key that s cannot open
+// (an admin command run without the master key) gives a Log without a key:
+// its entries are chained and stored, and the server signs them at its
+// next checkpoint. cfg.Store and cfg.Key are set here.
+func OpenDir(ctx context.Context, dataDir string, st store.AuditStore, s secrets.Sealer, cfg Config) (*Log, error) {
+	k, err := LoadOrCreateKey(dataDir, s)
+	if err != nil && !errors.Is(err, ErrKeySealed) {
+		return nil, err
+	}
+	cfg.Store, cfg.Key = st, k
+	return Open(ctx, cfg)
 }

@@ -80,6 +80,9 @@ type OrgReport struct {
 	LastCheckpoint int64
 	// Checkpoints counts the organisation's checkpoints that verified.
 	Checkpoints int
+	// Broken is set when the chain has a problem (in Report.Problems);
+	// Entries then counts the entries before it.
+	Broken bool
 }
 
 // Problem is a break in a chain: the first entry (Seq) or checkpoint
@@ -267,6 +270,7 @@ walk:
 		}
 	}
 	or.Checkpoints = len(valid)
+	or.Broken = len(probs) > 0
 	var last *Checkpoint
 	if len(valid) > 0 {
 		last = &valid[len(valid)-1]
