@@ -16,7 +16,9 @@ import (
 )
 
 // openStore opens a fresh SQLite store in dir.
-func openStore(t *testing.T, dir string) *sqlite.Store {
+func openStore(t *testing.T, dir string) *sqlite.Store { return openStoreTB(t, dir) }
+
+func openStoreTB(t testing.TB, dir string) *sqlite.Store {
 	t.Helper()
 	s, err := sqlite.Open(t.Context(), filepath.Join(dir, "signet.db"))
 	if err != nil {
