@@ -50,7 +50,9 @@ func BenchmarkVerify(b *testing.B) {
 	const n = 10000
 	done := make(chan error, n)
 	for i := range n {
-		go func() { done <- l.Record(b.Context(), audit.Entry{Org: "acme", Actor: "user:1", Action: "x", Target: strconv.Itoa(i)}) }()
+		go func() {
+			done <- l.Record(b.Context(), audit.Entry{Org: "acme", Actor: "user:1", Action: "x", Target: strconv.Itoa(i)})
+		}()
 	}
 	for range n {
 		if err := <-done; err != nil {
