@@ -171,7 +171,12 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.token, _, err = api.Bootstrap(ctx, s.store); err != nil {
 		return nil, err
 	}
-	s.api = api.New(api.Config{Store: s.store, Hub: s.hub, Logger: cfg.Logger, Ingest: s.ingest, Admin: s, Heartbeat: cfg.Heartbeat})
+	apiCfg := api.Config{Store: s.store, Hub: s.hub, Logger: cfg.Logger, Ingest: s.ingest, Admin: s, Heartbeat: cfg.Heartbeat,
+		Commander: s}
+	if s.keyring != nil {
+		apiCfg.Sealer = s.keyring // TOTP secrets sealed at rest
+	}
+	s.api = api.New(apiCfg)
 	if s.unsubscribe, err = s.bus.SubscribeRevocations(s.revoked); err != nil {
 		return nil, err
 	}
@@ -354,6 +359,16 @@ func (s *Server) SetDeviceEnabled(ctx context.Context, id int64, enabled bool) e
 		}
 	}
 	return s.loadDevices(ctx)
+}
+
+// SendCommand sends a command to a device over its live session (the API
+// checks the device's remote access first).
+func (s *Server) SendCommand(ctx context.Context, id int64, c wire.Command) error {
+	d, err := s.store.Device(ctx, id)
+	if err != nil {
+		return err
+	}
+	return s.ingest.Send(ctx, d.PublicKey, &wire.Message{Command: &c})
 }
 
 // revoked drops a revoked device from ingest (called for this node's own
