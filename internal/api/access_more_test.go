@@ -3,13 +3,16 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signet-io/signet/internal/audit"
 	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
 )
 
 // A service account: its token is shown once and stored hashed, it is
@@ -294,3 +297,38 @@ func FuzzDecodeBody(f *testing.F) {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// The organisation's log read through the API is internal/audit's real
+// hash-chained log.
+func TestAuditLogThroughAPI(t *testing.T) {
+	s := newStore(t)
+	log, err := audit.Open(t.Context(), audit.Config{Store: s.(store.AuditStore), CheckpointInterval: -1})
+	mustDo(t, err)
+	t.Cleanup(func() { log.Close() })
+	token, _, err := Bootstrap(t.Context(), s)
+	mustDo(t, err)
+	mustDo(t, s.CreateProject(t.Context(), store.Project{ID: "p", Name: "p"}))
+	id, err := s.CreateDevice(t.Context(), store.Device{ProjectID: "p", PublicKey: wire.PublicKey{9}, Enabled: true})
+	mustDo(t, err)
+	srv := newServer(t, Config{Store: s, Audit: log, AuditLog: AuditLogOf(log), Admin: storeAdmin{s}})
+	do := func(method, path string) []byte {
+		req, _ := http.NewRequestWithContext(t.Context(), method, srv+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		mustDo(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return b
+	}
+	do("POST", "/api/v1/devices/"+itoa(id)+"/revoke")
+	do("POST", "/api/v1/devices/"+itoa(id)+"/enable")
+	var page auditPage
+	mustDo(t, json.Unmarshal(do("GET", "/api/v1/orgs/default/audit"), &page))
+	if len(page.Entries) != 2 || page.Entries[0].Action != "device.revoke" || page.Entries[1].Action != "device.enable" ||
+		page.Entries[0].Actor != "operator" || page.Entries[1].Seq != 2 {
+		t.Errorf("the default organisation's log: %+v", page.Entries)
+	}
+}

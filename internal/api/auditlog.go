@@ -75,3 +75,25 @@ func (a *API) orgAudit(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
+
+// auditRecords is what internal/audit's Log offers to read a chain.
+type auditRecords interface {
+	List(ctx context.Context, org string, afterSeq int64, limit int) ([]audit.Record, error)
+}
+
+// AuditLogOf adapts an *audit.Log to AuditLister, for Config.AuditLog.
+func AuditLogOf(l auditRecords) AuditLister { return auditAdapter{l} }
+
+type auditAdapter struct{ l auditRecords }
+
+func (a auditAdapter) List(ctx context.Context, org string, afterSeq int64, limit int) ([]AuditRecord, error) {
+	rs, err := a.l.List(ctx, org, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AuditRecord, len(rs))
+	for i, r := range rs {
+		out[i] = AuditRecord{Seq: r.Seq, Entry: r.Entry}
+	}
+	return out, nil
+}
