@@ -300,9 +300,25 @@ func LocalActor() string {
 // Log over st with it. A key sealed under a master key that s cannot open
 // (an admin command run without the master key) gives a Log without a key:
 // its entries are chained and stored, and the server signs them at its
-// next checkpoint. cfg.Store and cfg.Key are set here.
+// next checkpoint. So does a missing key when s is nil but the data
+// directory has a master key file: the key is then left for a process with
+// the master key to create sealed, never written in clear. cfg.Store and
+// cfg.Key are set here.
 func OpenDir(ctx context.Context, dataDir string, st store.AuditStore, s secrets.Sealer, cfg Config) (*Log, error) {
-	k, err := LoadOrCreateKey(dataDir, s)
+	var k ed25519.PrivateKey
+	var err error
+	if s == nil {
+		k, err = LoadKey(dataDir, nil)
+		if errors.Is(err, ErrNoKey) {
+			if _, serr := os.Stat(secrets.DefaultKeyFile(dataDir)); serr == nil {
+				err = ErrKeySealed
+			} else {
+				k, err = LoadOrCreateKey(dataDir, nil)
+			}
+		}
+	} else {
+		k, err = LoadOrCreateKey(dataDir, s)
+	}
 	if err != nil && !errors.Is(err, ErrKeySealed) {
 		return nil, err
 	}

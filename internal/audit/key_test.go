@@ -138,3 +138,51 @@ func FuzzParsePublicKey(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenDir checks the three ways a recording process finds the key:
+// with it, without the master key that seals it, and in a data directory
+// whose master key it was not given (where it must not write a key in
+// clear).
+func TestOpenDir(t *testing.T) {
+	mk, err := secrets.GenerateMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr := secrets.NewKeyring(mk, nil)
+	for _, tc := range []struct {
+		name     string
+		prepare  func(dir string)
+		sealer   secrets.Sealer
+		wantKey  bool
+		wantFile bool
+	}{
+		{"no master key", func(string) {}, nil, true, true},
+		{"with the master key", func(string) {}, kr, true, true},
+		{"sealed key, no master key given", func(dir string) { audit.LoadOrCreateKey(dir, kr) }, nil, false, true},
+		{"master key file present but not given", func(dir string) {
+			if _, err := secrets.CreateMasterKey(secrets.DefaultKeyFile(dir)); err != nil {
+				t.Fatal(err)
+			}
+		}, nil, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.prepare(dir)
+			l, err := audit.OpenDir(t.Context(), dir, openStore(t, dir), tc.sealer, audit.Config{CheckpointInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if got := l.PublicKey() != nil; got != tc.wantKey {
+				t.Errorf("log has a key: %v, want %v", got, tc.wantKey)
+			}
+			if err := l.Record(t.Context(), audit.Entry{Actor: "cli:root", Action: "project.add"}); err != nil {
+				t.Errorf("Record: %v", err)
+			}
+			_, err = os.Stat(filepath.Join(dir, audit.KeyFile))
+			if (err == nil) != tc.wantFile {
+				t.Errorf("key file exists: %v, want %v", err == nil, tc.wantFile)
+			}
+		})
+	}
+}
