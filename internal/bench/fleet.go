@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -20,8 +21,8 @@ func (r *run) fleet(ctx context.Context) error {
 			return err
 		}
 	}
-	if !r.cfg.Smoke && len(r.cfg.FleetSizes) == 1 && r.cfg.FleetSizes[0] < 1_000_000 {
-		r.note(fmt.Sprintf("fleet: only the %d-device step ran; the 1,000,000-device step does not fit a minute here (key generation, registration and a million handshakes take minutes on %d cores): run it with --fleet 100000,1000000", r.cfg.FleetSizes[0], r.rep.Machine.Cores))
+	if !r.cfg.Smoke && !slices.Contains(r.cfg.FleetSizes, 1_000_000) {
+		r.note(fmt.Sprintf("fleet: ran %v devices; the issue's 100,000 and 1,000,000 do not fit a minute on %d cores (keys, registration and handshakes cost about eight X25519 operations per device): run them with --fleet 100000,1000000", r.cfg.FleetSizes, r.rep.Machine.Cores))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -39,9 +40,10 @@ type queryData struct {
 // generateReadings fills the store file at path with total readings (and a
 // relay's hearing each, as ingest stores them) from devices devices, in
 // arrival order: every device reads every queryInterval, interleaved. It
-// writes with SQL of its own, in large transactions with the journal off,
-// which is what makes ten million rows take a minute rather than an hour;
-// the schema, indexes and unique keys are the store's own (migrated by
+// writes with SQL of its own (SQLite generates the rows from a counter),
+// the journal off and the secondary indexes built afterwards, which is
+// what makes ten million rows take minutes rather than an hour; the
+// schema, indexes and unique keys are the store's own (migrated by
 // sqlite.Open).
 func generateReadings(ctx context.Context, path string, devices, total int, progress func(done int)) (queryData, error) {
 	var q queryData
@@ -73,70 +75,72 @@ func generateReadings(ctx context.Context, path string, devices, total int, prog
 	if _, err := db.ExecContext(ctx, "PRAGMA journal_mode=OFF"); err != nil {
 		return q, err
 	}
-	const rowsPer = 100
-	insR, err := db.PrepareContext(ctx, `INSERT INTO readings (device_id, project_id, seq, device_time, received, kind, value, name, unit, raw) VALUES `+
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", rowsPer), ", "))
+	// The secondary indexes are built after the rows (a sort, much
+	// faster than growing them row by row), with the store's own
+	// definitions; the unique key stays in place throughout.
+	var indexes []string
+	rows, err := db.QueryContext(ctx, `SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings' AND sql IS NOT NULL`)
 	if err != nil {
 		return q, err
 	}
-	defer insR.Close()
-	insH, err := db.PrepareContext(ctx, `INSERT INTO hearings (device_id, seq, relay_id, received, rssi, snr) VALUES `+
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", rowsPer), ", "))
-	if err != nil {
-		return q, err
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return q, err
+		}
+		indexes = append(indexes, s)
 	}
-	defer insH.Close()
+	rows.Close()
+	for _, s := range indexes {
+		name := strings.Fields(strings.TrimPrefix(strings.TrimSpace(s), "CREATE INDEX"))[0]
+		if _, err := db.ExecContext(ctx, "DROP INDEX "+name); err != nil {
+			return q, err
+		}
+	}
 	_, raw, err := sampleDatagram(1)
 	if err != nil {
 		return q, err
 	}
+	// The rows are made by SQLite itself from a counter: device ids are
+	// consecutive (one bulk insert), reading i is device i mod devices'
+	// reading i / devices + 1, received at base + i × step.
+	for i := 1; i < len(q.ids); i++ {
+		if q.ids[i] != q.ids[0]+int64(i) {
+			return q, errors.New("bench: generated devices' ids are not consecutive")
+		}
+	}
 	perDevice := (total + devices - 1) / devices
 	base := time.Now().Add(-time.Duration(perDevice) * queryInterval).Truncate(time.Second)
-	step := queryInterval / time.Duration(devices)
-	q.from = base
-	rargs := make([]any, 0, 10*rowsPer)
-	hargs := make([]any, 0, 6*rowsPer)
-	var tx *sql.Tx
-	for i := 0; i < total; i += rowsPer {
-		if i%(100*rowsPer*10) == 0 {
-			if tx != nil {
-				if err := tx.Commit(); err != nil {
-					return q, err
-				}
-				progress(i)
-			}
-			if err := ctx.Err(); err != nil {
-				return q, err
-			}
-			if tx, err = db.BeginTx(ctx, nil); err != nil {
-				return q, err
-			}
-		}
-		rargs, hargs = rargs[:0], hargs[:0]
-		n := min(rowsPer, total-i)
-		for j := i; j < i+rowsPer; j++ {
-			// The last chunk may run past total by less than rowsPer:
-			// a full chunk keeps to one prepared statement.
-			k := j % devices
-			seq := int64(j/devices) + 1
-			at := base.Add(time.Duration(j) * step)
-			rargs = append(rargs, q.ids[k], project, seq, at.UnixMilli()-5, at.UnixMilli(), int64(wire.KindNumeric),
-				1000+float64(j%997)/10, "pressure", "hPa", raw)
-			hargs = append(hargs, q.ids[k], seq, "relay-1", at.UnixMilli(), -70-int64(j%30), 7.5)
-			q.to = at
-		}
-		if _, err := tx.StmtContext(ctx, insR).ExecContext(ctx, rargs...); err != nil {
-			return q, err
-		}
-		if _, err := tx.StmtContext(ctx, insH).ExecContext(ctx, hargs...); err != nil {
-			return q, err
-		}
-		q.total += int64(n)
+	step := queryInterval.Milliseconds() / int64(devices)
+	if step == 0 {
+		return q, errors.New("bench: too many query devices for the reading interval")
 	}
-	if tx != nil {
-		if err := tx.Commit(); err != nil {
+	q.from = base
+	q.to = base.Add(time.Duration(int64(total)*step) * time.Millisecond)
+	const chunk = 500_000
+	for lo := 0; lo < total; lo += chunk {
+		hi := min(total, lo+chunk)
+		if _, err := db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+			INSERT INTO readings (device_id, project_id, seq, device_time, received, kind, value, name, unit, raw)
+			SELECT ? + i % ?, ?, i / ? + 1, ? + i * ? - 5, ? + i * ?, ?, 1000 + (i % 997) / 10.0, 'pressure', 'hPa', ?
+			FROM n`,
+			lo, hi, q.ids[0], devices, project, devices, base.UnixMilli(), step, base.UnixMilli(), step,
+			int64(wire.KindNumeric), raw); err != nil {
 			return q, err
 		}
+		progress(hi)
+	}
+	for _, s := range indexes {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return q, err
+		}
+	}
+	// One relay's hearing per reading, as ingest stores them, inserted in
+	// key order.
+	if _, err := db.ExecContext(ctx, `INSERT INTO hearings (device_id, seq, relay_id, received, rssi, snr)
+		SELECT device_id, seq, 'relay-1', received, -70 - seq % 30, 7.5 FROM readings ORDER BY device_id, seq`); err != nil {
+		return q, err
 	}
 	// Leave the file as the server expects it: WAL, statistics fresh.
 	for _, s := range []string{"PRAGMA journal_mode=WAL", "ANALYZE"} {

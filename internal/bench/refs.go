@@ -6,11 +6,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,7 +289,3 @@ func childUDPFlood(ctx context.Context, cio *childIO, raw json.RawMessage) error
 	<-ctx.Done()
 	return nil
 }
-
-func fmtInt(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
-
-var _ = fmt.Sprint

@@ -17,6 +17,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Machine.GOMAXPROCS, r.Machine.GoVersion, shortCommit(r.Commit))
 	fmt.Fprintf(w, "started %s, took %v%s\n", r.Started.Format(time.RFC3339), r.Elapsed.Round(time.Second),
 		map[bool]string{true: " — SMOKE MODE: correctness only, figures mean nothing"}[r.Smoke])
+	var took []string
+	for _, s := range r.Scenarios {
+		took = append(took, fmt.Sprintf("%s %v", s.Name, s.Elapsed.Round(100*time.Millisecond)))
+	}
+	if len(took) > 0 {
+		fmt.Fprintf(w, "scenarios: %s\n", strings.Join(took, ", "))
+	}
 	scen := ""
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, f := range r.Figures {

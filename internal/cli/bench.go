@@ -39,10 +39,13 @@ Scenarios (default: all, in this order):
              Mosquitto (QoS 1)
   handshake  handshakes/s per core, and legitimate handshakes while a
              forged-handshake flood turns the cookie defence on
-  fleet      server memory per idle device session for 100,000 devices
-             (--fleet 100000,1000000 adds the million; it takes minutes)
+  fleet      server memory per idle device session, memory over time and
+             ingest for a fleet of 50,000 devices sending at a low rate
+             (--fleet 100000,1000000 for the issue's steps: minutes each)
   query      readings-by-device-and-time queries/s and p99 through the
-             API on a store of 10,000,000 readings generated in bulk
+             API on a store of readings generated in bulk: 1,000,000 by
+             default; --query-readings 10000000 for ten million (the
+             generation alone takes several minutes on 2 cores)
   recovery   time for a fleet to drain after a server outage, with loss
              and duplicates counted (both must be 0)
 
@@ -68,7 +71,7 @@ Examples:
 	fs.IntVar(&cfg.Devices, "devices", bench.DefaultDevices, "simulated devices of the ingest scenario")
 	fs.IntVar(&cfg.Batch, "batch", 1, "readings per datagram in the ingest scenario (1..16)")
 	relays := fs.String("relays", "1,3,10", "relay counts of the ingest scenario, comma-separated")
-	fleet := fs.String("fleet", "100000", "registered devices of each fleet step, comma-separated")
+	fleet := fs.String("fleet", "50000", "registered devices of each fleet step, comma-separated")
 	fs.DurationVar(&cfg.FleetDuration, "fleet-duration", bench.DefaultFleetDuration, "how long the fleet sends while its memory is watched")
 	fs.IntVar(&cfg.HandshakeDevices, "handshake-devices", bench.DefaultHandshakeFleet, "devices that handshake in the handshake scenario")
 	fs.IntVar(&cfg.QueryReadings, "query-readings", bench.DefaultQueryReadings, "readings generated into the query scenario's store")
