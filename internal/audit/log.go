@@ -286,14 +286,15 @@ func (l *Log) appendBatch(ctx context.Context, batch []*request) error {
 			}
 			return nil
 		}
-		if !errors.Is(err, store.ErrConflict) {
-			break
-		}
-		// Another process appended: forget what it may have changed.
+		// Another process appended (ErrConflict), or the store failed in a
+		// way that leaves its state unknown: forget what may have changed.
 		for _, r := range batch {
 			delete(l.heads, r.entry.Org)
 		}
 		l.lastCP = nil
+		if !errors.Is(err, store.ErrConflict) {
+			break
+		}
 	}
 	return fmt.Errorf("audit: record: %w", err)
 }
