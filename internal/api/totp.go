@@ -52,7 +52,9 @@ func (a *API) sealTOTP(userID int64, rec totpRecord) ([]byte, error) {
 func (a *API) openTOTP(userID int64, sealed []byte) (totpRecord, error) {
 	var rec totpRecord
 	b := sealed
-	if a.sealer != nil {
+	// A record in clear (JSON) was stored before the master key was
+	// configured; it is sealed again at the next enrolment.
+	if a.sealer != nil && (len(sealed) == 0 || sealed[0] != '{') {
 		var err error
 		if b, err = a.sealer.Open(sealed, totpAAD(userID)); err != nil {
 			return rec, fmt.Errorf("open TOTP secret of user %d: %w", userID, err)
