@@ -179,8 +179,12 @@ func (a *API) authenticate(r *http.Request) (*caller, error) {
 			if !sa.Revoked.IsZero() || (!sa.Expires.IsZero() && !now.Before(sa.Expires)) {
 				return nil, errUnauthorized
 			}
-			if err := a.store.TouchServiceAccount(r.Context(), sa.ID, now); err != nil {
-				return nil, fmt.Errorf("touch service account: %w", err)
+			// Last use is kept to the minute, so that reads do not each
+			// cost a write.
+			if now.Sub(sa.LastUsed) > time.Minute {
+				if err := a.store.TouchServiceAccount(r.Context(), sa.ID, now); err != nil {
+					return nil, fmt.Errorf("touch service account: %w", err)
+				}
 			}
 			c.service = &sa
 			c.p.Kind, c.p.ID = store.PrincipalService, sa.ID

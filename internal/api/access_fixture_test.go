@@ -267,6 +267,9 @@ func (tn *tenancy) send(method, path string, c cred, body any) (int, []byte, htt
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, tn.srv.URL+path, rd)
 	mustDo(tn.t, err)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range c {
 		req.Header[k] = v
 	}
@@ -288,4 +291,16 @@ func (tn *tenancy) code(secret string) string {
 	c, err := totp.GenerateCode(secret, tn.clock.Now())
 	mustDo(tn.t, err)
 	return c
+}
+
+// with is c and the headers of d.
+func (c cred) with(d cred) cred {
+	out := cred{}
+	for k, v := range c {
+		out[k] = v
+	}
+	for k, v := range d {
+		out[k] = v
+	}
+	return out
 }

@@ -249,6 +249,12 @@ func TestBadBodies(t *testing.T) {
 		{"not UTF-8", "{\"name\":\"\xff\"}", 400, "invalid"},
 		{"oversized", big, http.StatusRequestEntityTooLarge, "too_large"},
 	}
+	// Not JSON: what a form on another site could send.
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""} {
+		status, body, _ := tn.send("POST", "/api/v1/orgs/acme/invitations",
+			cred(http.Header{"Content-Type": {ct}}).with(tn.credFor(whoOrgAdmin)), `{"email":"ct@example.com"}`)
+		expectError(t, "Content-Type "+ct, status, body, 400, "invalid")
+	}
 	for _, rt := range routes {
 		method, _, _ := strings.Cut(rt.pattern, " ")
 		if method == "GET" || method == "DELETE" || strings.HasSuffix(rt.pattern, "/revoke") ||

@@ -372,6 +372,7 @@ func TestSessionCookieSecureOutsideLocalhost(t *testing.T) {
 	req, _ := http.NewRequestWithContext(t.Context(), "POST", tn.srv.URL+"/api/v1/login",
 		strings.NewReader(`{"email":"dan@example.com","password":"plum orchard kettle 42"}`))
 	req.Host = "signet.example.com"
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := tn.srv.Client().Do(req)
 	mustDo(t, err)
 	resp.Body.Close()

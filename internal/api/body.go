@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -18,6 +19,12 @@ import (
 func decodeBody(r *http.Request, v any) error {
 	if r.Body == nil {
 		return invalid("a JSON body is required")
+	}
+	// Only JSON: a page of another site can send a form or text/plain
+	// across origins without asking, but not application/json (a second
+	// line of defence after SameSite cookies and the CSRF token).
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return invalid("Content-Type must be application/json")
 	}
 	b, err := io.ReadAll(r.Body)
 	var mbe *http.MaxBytesError
