@@ -3,7 +3,8 @@
 // Signet's data directory by default, or an external NATS cluster for
 // scale-out (several ingest nodes, one stream).
 //
-// A message is a batch of store.Append items, CBOR-encoded. Publishing
+// A message is a batch of store.Append items in a flat binary format
+// (codec.go). Publishing
 // waits for JetStream's acknowledgement, so a batch is persisted in the
 // stream before ingest forgets it; each message carries a JetStream message
 // id so a publish retried after a lost acknowledgement is stored once.
@@ -19,10 +20,10 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -123,25 +124,20 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	return b, nil
 }
 
-// batchEnc keeps full time precision: the default CBOR encoding of a time
-// is whole Unix seconds.
-var batchEnc = mustBatchEnc()
-
-func mustBatchEnc() cbor.EncMode {
-	em, err := cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode()
-	if err != nil {
-		panic("bus: CBOR options: " + err.Error())
-	}
-	return em
-}
+// encBufs recycles encoding buffers: the client copies a message into
+// its own buffer before Publish returns.
+var encBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // Publish persists one batch in the stream and returns once JetStream has
 // acknowledged it.
 func (b *Bus) Publish(ctx context.Context, a *store.Append) error {
-	data, err := batchEnc.Marshal(a)
+	buf := encBufs.Get().(*[]byte)
+	defer encBufs.Put(buf)
+	data, err := EncodeBatch((*buf)[:0], a)
 	if err != nil {
-		return fmt.Errorf("bus: encode batch: %w", err)
+		return err
 	}
+	*buf = data
 	id := b.node + "-" + strconv.FormatUint(b.seq.Add(1), 36)
 	if _, err := b.js.Publish(ctx, b.subject, data, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("bus: publish: %w", err)
@@ -149,10 +145,16 @@ func (b *Bus) Publish(ctx context.Context, a *store.Append) error {
 	return nil
 }
 
-// Consume hands batches to write until ctx ends. It fetches up to maxMsgs
-// messages at a time; write gets them together (so the store can commit
-// them in one transaction) and the messages are acknowledged only after
-// write returns nil. On error they are redelivered.
+// Consume hands batches to write until ctx ends. write gets every batch
+// that has arrived since it last returned, up to maxMsgs messages (so the
+// store can commit them in one transaction); the messages are acknowledged
+// only after write returns nil, and redelivered on error.
+//
+// Messages are pulled ahead (up to two rounds of maxMsgs) and decoded on
+// the client's delivery goroutine while write is busy with the previous
+// round, and write is called as soon as anything is there: an idle
+// writer never waits for a fetch to fill up or time out, and a busy one
+// finds the next round decoded.
 func (b *Bus) Consume(ctx context.Context, maxMsgs int, write func(ctx context.Context, batches []*store.Append) error) error {
 	cons, err := b.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       "store-writer",
@@ -163,32 +165,53 @@ func (b *Bus) Consume(ctx context.Context, maxMsgs int, write func(ctx context.C
 	if err != nil {
 		return fmt.Errorf("bus: consumer: %w", err)
 	}
-	for ctx.Err() == nil {
-		mb, err := cons.Fetch(maxMsgs, jetstream.FetchMaxWait(100*time.Millisecond))
+	type decoded struct {
+		m jetstream.Msg
+		a *store.Append
+	}
+	// The channel holds everything the pull may deliver ahead, so the
+	// delivery goroutine never blocks on it for long.
+	in := make(chan decoded, 2*maxMsgs)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		a, err := DecodeBatch(m.Data())
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+			// Only Signet publishes here; a message it cannot read
+			// would block the stream forever, so it is dropped loudly.
+			b.log.Error("bus: undecodable batch dropped", "err", err)
+			_ = m.Term()
+			return
+		}
+		select {
+		case in <- decoded{m, a}:
+		case <-ctx.Done():
+		}
+	}, jetstream.PullMaxMessages(2*maxMsgs), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if ctx.Err() == nil {
 			b.log.Warn("bus fetch failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
 		}
-		var msgs []jetstream.Msg
-		var batches []*store.Append
-		for m := range mb.Messages() {
-			var a store.Append
-			if err := cbor.Unmarshal(m.Data(), &a); err != nil {
-				// Only Signet publishes here; a message it cannot read
-				// would block the stream forever, so it is dropped loudly.
-				b.log.Error("bus: undecodable batch dropped", "err", err)
-				_ = m.Term()
-				continue
+	}))
+	if err != nil {
+		return fmt.Errorf("bus: consume: %w", err)
+	}
+	defer cc.Stop()
+	msgs := make([]jetstream.Msg, 0, maxMsgs)
+	batches := make([]*store.Append, 0, maxMsgs)
+	for {
+		msgs, batches = msgs[:0], batches[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case d := <-in:
+			msgs, batches = append(msgs, d.m), append(batches, d.a)
+		}
+	drain:
+		for len(msgs) < maxMsgs {
+			select {
+			case d := <-in:
+				msgs, batches = append(msgs, d.m), append(batches, d.a)
+			default:
+				break drain
 			}
-			msgs = append(msgs, m)
-			batches = append(batches, &a)
-		}
-		if len(batches) == 0 {
-			continue
 		}
 		if err := write(ctx, batches); err != nil {
 			if ctx.Err() == nil {
@@ -197,13 +220,16 @@ func (b *Bus) Consume(ctx context.Context, maxMsgs int, write func(ctx context.C
 			for _, m := range msgs {
 				_ = m.Nak()
 			}
+			select { // a store that keeps failing is not retried in a tight loop
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 			continue
 		}
 		for _, m := range msgs {
 			_ = m.Ack()
 		}
 	}
-	return nil
 }
 
 // DeleteStream removes the stream (tests against a shared NATS clean up).

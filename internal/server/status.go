@@ -56,6 +56,14 @@ func (t *statusTracker) observe(ev ingest.Event) {
 	t.dirty[ev.Info.ID] = true
 }
 
+// batchStatusStore is a store that writes many statuses in one
+// transaction (sqlite.Store): with a thousand devices, one commit every
+// flush instead of a thousand, each an fsync on the connection that also
+// stores the readings.
+type batchStatusStore interface {
+	SetDeviceStatuses(ctx context.Context, sts map[int64]store.DeviceStatus) error
+}
+
 // flush writes the changed statuses.
 func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Logger) {
 	t.mu.Lock()
@@ -80,6 +88,16 @@ func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Log
 	}
 	clear(t.dirty)
 	t.mu.Unlock()
+	if bs, ok := st.(batchStatusStore); ok {
+		sts := make(map[int64]store.DeviceStatus, len(ups))
+		for _, u := range ups {
+			sts[u.id] = u.st
+		}
+		if err := bs.SetDeviceStatuses(ctx, sts); err != nil && ctx.Err() == nil {
+			log.Warn("saving device statuses", "devices", len(sts), "err", err)
+		}
+		return
+	}
 	for _, u := range ups {
 		if err := st.SetDeviceStatus(ctx, u.id, u.st); err != nil && ctx.Err() == nil {
 			log.Warn("saving device status", "device", u.id, "err", err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +52,11 @@ type throughputResult struct {
 	heapPerSess   float64   // bytes per device session, the generator's own session subtracted
 	rss           [2]uint64 // process resident set before and after the handshakes
 	hubDups       int
+	// cpu is the process's CPU time (user and system, every goroutine:
+	// generator, relay and server) from the first reading sent to the
+	// last one stored. On a shared machine the wall-clock rate depends on
+	// what else runs; CPU per reading does much less.
+	cpu time.Duration
 }
 
 func runThroughput(tb testing.TB, sc throughputScenario) throughputResult {
@@ -105,6 +111,7 @@ func runThroughput(tb testing.TB, sc throughputScenario) throughputResult {
 	defer hub.stop()
 
 	start := time.Now()
+	cpu0 := throughputCPU()
 	var steadyMu sync.Mutex
 	steadyDone := make(chan struct{})
 	go func() {
@@ -136,6 +143,7 @@ func runThroughput(tb testing.TB, sc throughputScenario) throughputResult {
 	}
 	throughputWait(tb, time.Minute, "every reading stored", func() bool { return throughputCount(tb, db) >= want })
 	res.elapsed = time.Since(start)
+	res.cpu = throughputCPU() - cpu0
 	<-steadyDone
 	res.stored = throughputCount(tb, db)
 	if res.stored != want {
@@ -160,6 +168,8 @@ func runThroughput(tb testing.TB, sc throughputScenario) throughputResult {
 	tb.Logf("ingest: datagrams %d handshakes %d readings %d duplicates %d replays %d ratelimited %d deliverfail %d acks %d",
 		st.Datagrams.Load(), st.Handshakes.Load(), st.Readings.Load(), st.Duplicates.Load(), st.Replays.Load(),
 		st.RateLimited.Load(), st.DeliverFailures.Load(), st.Acks.Load())
+	tb.Logf("CPU %v: %.1f µs per reading stored, %.2f cores busy", res.cpu.Round(time.Millisecond),
+		float64(res.cpu.Microseconds())/float64(max(res.stored, 1)), res.cpu.Seconds()/res.elapsed.Seconds())
 	tb.Logf("stored %d in %v (%.0f/s); steady %.0f/s; latency %v; heap/device %.0f B, heap/session %.0f B (generator's %.0f B subtracted); process RSS %d MiB → %d MiB over the handshakes",
 		res.stored, res.elapsed.Round(time.Millisecond), float64(res.stored)/res.elapsed.Seconds(), res.steady, res.latency,
 		res.heapPerDevice, res.heapPerSess, sessCost, res.rss[0]>>20, res.rss[1]>>20)
@@ -224,6 +234,8 @@ func BenchmarkIngestThroughRelay(b *testing.B) {
 			b.ReportMetric(float64(res.stored)/secs/float64(sc.batch), "uplinks/s")
 			b.ReportMetric(res.steady, "steady-readings/s")
 			b.ReportMetric(float64(res.gen.Resent), "resent")
+			b.ReportMetric(float64(res.cpu.Microseconds())/float64(max(res.stored, 1)), "cpu-us/reading")
+			b.ReportMetric(res.cpu.Seconds()/secs, "cores")
 			if res.latency.n > 0 {
 				b.ReportMetric(res.latency.p50.Seconds()*1000, "p50-ms")
 				b.ReportMetric(res.latency.p99.Seconds()*1000, "p99-ms")
@@ -514,6 +526,15 @@ func throughputHeap() (heap, rss uint64) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc, throughputRSS()
+}
+
+// throughputCPU is the CPU time the process has used so far.
+func throughputCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func throughputRSS() uint64 {
