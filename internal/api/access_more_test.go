@@ -290,7 +290,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, v := range []any{&loginRequest{}, &signupRequest{}, &codeRequest{}, &memberRequest{}, &serviceRequest{},
 			&remoteAccessRequest{}, &commandRequest{}, &allowWriteRequest{}, &orgRequest{}, &inviteRequest{},
-			&staffGrantRequest{}} {
+			&staffGrantRequest{}, &projectRequest{}} {
 			err := decodeJSON(b, v)
 			if err != nil {
 				var ae *apiError

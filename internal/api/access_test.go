@@ -68,6 +68,8 @@ func (tn *tenancy) sample(pattern string) (method, path string, body any) {
 		body = commandRequest{ID: 1, Name: "reboot"}
 	case "POST /api/v1/orgs":
 		body = orgRequest{ID: fmt.Sprintf("org-%d", tn.seq), Name: "New"}
+	case "POST /api/v1/orgs/{org}/projects":
+		body = projectRequest{ID: fmt.Sprintf("proj-%d", tn.seq), Name: "New"}
 	case "POST /api/v1/orgs/{org}/invitations":
 		body = inviteRequest{Email: fmt.Sprintf("new%d@example.com", tn.seq), Project: "a1", Role: "viewer"}
 	case "PUT /api/v1/orgs/{org}/service-accounts/{sa}/write":

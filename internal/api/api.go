@@ -179,6 +179,7 @@ var routes = []route{
 
 	{"POST /api/v1/orgs", rightInstall, (*API).createOrg},
 	{"GET /api/v1/orgs/{org}/audit", rightOrgRead, (*API).orgAudit},
+	{"POST /api/v1/orgs/{org}/projects", rightOrgAdmin, (*API).createProject},
 	{"GET /api/v1/orgs/{org}/users", rightOrgAdmin, (*API).listUsers},
 	{"POST /api/v1/orgs/{org}/invitations", rightOrgAdmin, (*API).invite},
 	{"POST /api/v1/orgs/{org}/users/{user}/approve", rightOrgAdmin, (*API).approveUser},

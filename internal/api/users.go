@@ -55,6 +55,35 @@ func (a *API) createOrg(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+type projectRequest struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// createProject creates a project in the organisation.
+func (a *API) createProject(w http.ResponseWriter, r *http.Request) error {
+	var req projectRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	if !idPattern.MatchString(req.ID) || len(req.Name) > maxField {
+		return invalid("id must be 1 to 63 lower-case letters, digits and dashes")
+	}
+	org := r.PathValue("org")
+	p := store.Project{ID: req.ID, Name: cmpOr(req.Name, req.ID), Created: a.now()}
+	if err := a.store.CreateProjectIn(r.Context(), org, p); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return conflict("a project with this id exists")
+		}
+		return err
+	}
+	if err := a.record(r.Context(), callerOf(r), org, "project.create", "project:"+p.ID, ""); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, newProjectAccessJSON(store.ProjectAccess{Project: p, OrgID: org, Role: store.RoleOwner}))
+	return nil
+}
+
 func cmpOr(a, b string) string {
 	if a != "" {
 		return a

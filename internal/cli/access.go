@@ -18,6 +18,7 @@ import (
 const accessUsage = `Usage: signet admin <object> <action> --data DIR [flags]
 
   org create --id ID [--name NAME]
+  org add-project --org ORG --id ID [--name NAME]
   user invite --email EMAIL (--org ORG [--project ID --role ROLE] [--org-admin] | --staff)
                                       (prints a one-time invitation for POST /api/v1/signup)
   user approve --email EMAIL          (a signed-up user gets access only once approved)
@@ -32,7 +33,7 @@ Every command is recorded in the organisation's audit log as cli:<your user>.
 func runAdminAccess(ctx context.Context, e *env, obj, action string, args []string) error {
 	fs := newFlags(e, "admin "+obj+" "+action, "admin "+obj+" "+action+" --data DIR [flags]", accessUsage)
 	data := fs.String("data", "", "the server's data directory (required)")
-	id := fs.String("id", "", "organisation id (org create) or grant id (staff revoke)")
+	id := fs.String("id", "", "organisation id (org create), project id (org add-project) or grant id (staff revoke)")
 	name := fs.String("name", "", "display name")
 	org := fs.String("org", "", "organisation id")
 	email := fs.String("email", "", "the person's email address")
@@ -86,6 +87,17 @@ func runAdminAccess(ctx context.Context, e *env, obj, action string, args []stri
 			return err
 		}
 		fmt.Fprintf(e.stdout, "organisation %s\nInvite its first administrator: signet admin user invite --data %s --org %s --org-admin --email EMAIL\n", *id, *data, *id)
+	case "org add-project":
+		if *org == "" || *id == "" {
+			return fmt.Errorf("%w: --org and --id are required", errUsage)
+		}
+		if err := st.CreateProjectIn(ctx, *org, store.Project{ID: *id, Name: cmpOr(*name, *id), Created: now}); err != nil {
+			return err
+		}
+		if err := rec(*org, "project.create", "project:"+*id, ""); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "project %s in organisation %s\n", *id, *org)
 	case "user invite":
 		if *email == "" || (*org == "") == !*staff {
 			return fmt.Errorf("%w: --email and either --org or --staff are required", errUsage)

@@ -59,8 +59,10 @@ func TestAdminAccess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mustDo(t, st.CreateProjectIn(ctx, "acme", store.Project{ID: "a1", Name: "a1"}))
 	st.Close()
+	if code, out := access(t, "org", "add-project", "--data", data, "--org", "acme", "--id", "a1"); code != 0 {
+		t.Fatalf("org add-project: %d %s", code, out)
+	}
 
 	for _, email := range []string{"boss@acme.example", "ops@signet.example"} {
 		if code, out := access(t, "user", "approve", "--data", data, "--email", email); code != 0 {
@@ -112,7 +114,7 @@ func TestAdminAccess(t *testing.T) {
 			t.Errorf("actor %q", r.Actor)
 		}
 	}
-	want := "org.create user.invite user.approve mfa.reset staff.grant staff.revoke"
+	want := "org.create user.invite project.create user.approve mfa.reset staff.grant staff.revoke"
 	if got := strings.Join(acts, " "); got != want {
 		t.Errorf("acme's audit log: %s, want %s", got, want)
 	}
