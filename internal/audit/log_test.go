@@ -252,3 +252,41 @@ func TestOneOrg(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyRecords checks an organisation's log the way the organisation
+// can, from the API's pages alone, and sees a change made on the way.
+func TestVerifyRecords(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	key, err := audit.LoadOrCreateKey(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, audit.Config{Store: st, Key: key, CheckpointEvery: 3, CheckpointInterval: -1})
+	for i := range 8 {
+		if err := l.Record(t.Context(), audit.Entry{Org: []string{"acme", "beta"}[i%2], Actor: "u", Action: "x", Target: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	recs, err := l.List(t.Context(), "acme", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, err := l.Checkpoints(t.Context(), "acme", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.VerifyRecords("acme", recs, cps, l.PublicKey())
+	if err != nil || !rep.OK() || rep.Orgs[0].Entries != 4 || rep.Orgs[0].Signed != 4 {
+		t.Fatalf("VerifyRecords: %+v, %v", rep, err)
+	}
+	recs[1].Detail = "changed in transit"
+	rep, err = audit.VerifyRecords("acme", recs, cps, l.PublicKey())
+	if err != nil || rep.OK() || rep.Problems[0].Seq != 2 {
+		t.Fatalf("VerifyRecords of a changed page: %+v, %v", rep, err)
+	}
+	if rep, _ := audit.VerifyRecords("acme", recs[:0], cps, l.PublicKey()); rep.OK() {
+		t.Fatal("VerifyRecords without the entries the checkpoints vouch for")
+	}
+}
