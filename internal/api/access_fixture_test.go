@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -23,7 +24,7 @@ import (
 // (internal/audit tests that).
 type memAudit struct {
 	mu      sync.Mutex
-	entries []AuditRecord
+	entries []audit.Record
 	seq     map[string]int64
 }
 
@@ -34,14 +35,20 @@ func (m *memAudit) Record(ctx context.Context, e audit.Entry) error {
 		m.seq = map[string]int64{}
 	}
 	m.seq[e.Org]++
-	m.entries = append(m.entries, AuditRecord{Seq: m.seq[e.Org], Entry: e})
+	m.entries = append(m.entries, audit.Record{Seq: m.seq[e.Org], Entry: e})
 	return nil
 }
 
-func (m *memAudit) List(ctx context.Context, org string, after int64, limit int) ([]AuditRecord, error) {
+func (m *memAudit) Checkpoints(ctx context.Context, org string, after int64, limit int) ([]audit.Checkpoint, error) {
+	return nil, nil
+}
+
+func (m *memAudit) PublicKey() ed25519.PublicKey { return nil }
+
+func (m *memAudit) List(ctx context.Context, org string, after int64, limit int) ([]audit.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []AuditRecord
+	var out []audit.Record
 	for _, e := range m.entries {
 		if e.Org == org && e.Seq > after && len(out) < limit {
 			out = append(out, e)

@@ -1,6 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -305,10 +308,14 @@ func FuzzDecodeBody(f *testing.F) {
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 // The organisation's log read through the API is internal/audit's real
-// hash-chained log.
+// hash-chained log, and the organisation can verify it from the API's pages
+// alone (entries, checkpoints, the public key).
 func TestAuditLogThroughAPI(t *testing.T) {
 	s := newStore(t)
-	log, err := audit.Open(t.Context(), audit.Config{Store: s.(store.AuditStore), CheckpointInterval: -1})
+	_, key, err := ed25519.GenerateKey(nil)
+	mustDo(t, err)
+	log, err := audit.Open(t.Context(), audit.Config{Store: s.(store.AuditStore), Key: key, CheckpointEvery: 1,
+		CheckpointInterval: -1})
 	mustDo(t, err)
 	t.Cleanup(func() { log.Close() })
 	token, _, err := Bootstrap(t.Context(), s)
@@ -316,7 +323,7 @@ func TestAuditLogThroughAPI(t *testing.T) {
 	mustDo(t, s.CreateProject(t.Context(), store.Project{ID: "p", Name: "p"}))
 	id, err := s.CreateDevice(t.Context(), store.Device{ProjectID: "p", PublicKey: wire.PublicKey{9}, Enabled: true})
 	mustDo(t, err)
-	srv := newServer(t, Config{Store: s, Audit: log, AuditLog: AuditLogOf(log), Admin: storeAdmin{s}})
+	srv := newServer(t, Config{Store: s, Audit: log, AuditLog: log, Admin: storeAdmin{s}})
 	do := func(method, path string) []byte {
 		req, _ := http.NewRequestWithContext(t.Context(), method, srv+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -335,6 +342,42 @@ func TestAuditLogThroughAPI(t *testing.T) {
 	mustDo(t, json.Unmarshal(do("GET", "/api/v1/orgs/default/audit"), &page))
 	if len(page.Entries) != 2 || page.Entries[0].Action != "device.revoke" || page.Entries[1].Action != "device.enable" ||
 		page.Entries[0].Actor != "operator" || page.Entries[1].Seq != 2 {
-		t.Errorf("the default organisation's log: %+v", page.Entries)
+		t.Fatalf("the default organisation's log: %+v", page.Entries)
+	}
+	var cps checkpointPage
+	mustDo(t, json.Unmarshal(do("GET", "/api/v1/orgs/default/audit/checkpoints"), &cps))
+	if len(cps.Checkpoints) == 0 || !bytes.Equal(cps.PublicKey, key.Public().(ed25519.PublicKey)) {
+		t.Fatalf("checkpoints: %+v", cps)
+	}
+	// Verify from the pages alone.
+	hash := func(s string) (h audit.Hash) {
+		b, err := hex.DecodeString(s)
+		if err != nil || len(b) != len(h) {
+			t.Fatalf("hash %q", s)
+		}
+		copy(h[:], b)
+		return h
+	}
+	var recs []audit.Record
+	for _, e := range page.Entries {
+		recs = append(recs, audit.Record{Seq: e.Seq, Prev: hash(e.Prev), Hash: hash(e.Hash), Entry: audit.Entry{
+			Org: "default", Actor: e.Actor, Action: e.Action, Target: e.Target, Source: e.Source, Detail: e.Detail, Time: e.Time}})
+	}
+	var cs []audit.Checkpoint
+	for _, c := range cps.Checkpoints {
+		var k audit.KeyID
+		kb, _ := hex.DecodeString(c.Key)
+		copy(k[:], kb)
+		cs = append(cs, audit.Checkpoint{Num: c.Num, Prev: hash(c.Prev), Org: "default", Seq: c.Seq, Head: hash(c.Head),
+			Time: c.Time, Key: k, Sig: c.Sig})
+	}
+	rep, err := audit.VerifyRecords("default", recs, cs, cps.PublicKey)
+	if err != nil || len(rep.Problems) != 0 {
+		t.Errorf("the log served by the API does not verify: %v %+v", err, rep)
+	}
+	// A record altered on the way fails.
+	recs[0].Detail = "nothing happened"
+	if rep, err := audit.VerifyRecords("default", recs, cs, cps.PublicKey); err == nil && len(rep.Problems) == 0 {
+		t.Error("an altered record verifies")
 	}
 }

@@ -80,7 +80,8 @@ type Config struct {
 	// Audit records every change, login, revocation and staff access. Nil
 	// records nothing (tests); a server always sets it.
 	Audit audit.Recorder
-	// AuditLog, if set, serves an organisation's log to its people.
+	// AuditLog, if set, serves an organisation's log to its people (an
+	// *audit.Log).
 	AuditLog AuditLister
 	// Sealer seals TOTP secrets at rest (the master key's keyring). Nil
 	// stores them as they are; docs/access.md says so.
@@ -179,6 +180,7 @@ var routes = []route{
 
 	{"POST /api/v1/orgs", rightInstall, (*API).createOrg},
 	{"GET /api/v1/orgs/{org}/audit", rightOrgRead, (*API).orgAudit},
+	{"GET /api/v1/orgs/{org}/audit/checkpoints", rightOrgRead, (*API).orgAuditCheckpoints},
 	{"POST /api/v1/orgs/{org}/projects", rightOrgAdmin, (*API).createProject},
 	{"GET /api/v1/orgs/{org}/users", rightOrgAdmin, (*API).listUsers},
 	{"POST /api/v1/orgs/{org}/invitations", rightOrgAdmin, (*API).invite},

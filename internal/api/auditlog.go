@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,16 +11,14 @@ import (
 	"github.com/signet-io/signet/internal/audit"
 )
 
-// AuditRecord is one entry of an organisation's log as the API shows it.
-type AuditRecord struct {
-	Seq int64
-	audit.Entry
-}
-
-// AuditLister reads an organisation's audit log (internal/audit's Log,
-// adapted by the server): entries after afterSeq, in order, at most limit.
+// AuditLister reads one organisation's audit chain and its signed
+// checkpoints; *audit.Log implements it. The API serves them to the
+// organisation's people, who can check the chain themselves
+// (audit.VerifyRecords) with the public key.
 type AuditLister interface {
-	List(ctx context.Context, org string, afterSeq int64, limit int) ([]AuditRecord, error)
+	List(ctx context.Context, org string, afterSeq int64, limit int) ([]audit.Record, error)
+	Checkpoints(ctx context.Context, org string, afterNum int64, limit int) ([]audit.Checkpoint, error)
+	PublicKey() ed25519.PublicKey
 }
 
 type auditJSON struct {
@@ -29,6 +29,8 @@ type auditJSON struct {
 	Target string    `json:"target,omitempty"`
 	Source string    `json:"source,omitempty"`
 	Detail string    `json:"detail,omitempty"`
+	Prev   string    `json:"prev"` // hex SHA-256 of entry seq-1
+	Hash   string    `json:"hash"` // hex SHA-256 of this entry
 }
 
 type auditPage struct {
@@ -37,28 +39,54 @@ type auditPage struct {
 	Next int64 `json:"next,omitempty"`
 }
 
+type checkpointJSON struct {
+	Num  int64     `json:"num"`
+	Prev string    `json:"prev"`
+	Seq  int64     `json:"seq"`
+	Head string    `json:"head"`
+	Time time.Time `json:"time"`
+	Key  string    `json:"key"`
+	Sig  []byte    `json:"sig"` // standard base64 Ed25519 signature
+}
+
+type checkpointPage struct {
+	Checkpoints []checkpointJSON `json:"checkpoints"`
+	Next        int64            `json:"next,omitempty"`
+	// PublicKey is the server's audit key (standard base64), which signs
+	// every checkpoint; compare it with the one the operator published.
+	PublicKey []byte `json:"public_key,omitempty"`
+}
+
+// pageParams reads after and limit.
+func pageParams(r *http.Request) (after int64, limit int, err error) {
+	q := r.URL.Query()
+	if s := q.Get("after"); s != "" {
+		n, perr := strconv.ParseInt(s, 10, 64)
+		if perr != nil || n < 0 {
+			return 0, 0, invalid("after must be a sequence number")
+		}
+		after = n
+	}
+	limit = defaultLimit
+	if s := q.Get("limit"); s != "" {
+		n, perr := strconv.Atoi(s)
+		if perr != nil || n < 1 || n > maxLimit {
+			return 0, 0, invalid("limit must be an integer from 1 to 1000")
+		}
+		limit = n
+	}
+	return after, limit, nil
+}
+
 // orgAudit serves the organisation's audit log to its people, staff
 // accesses included.
 func (a *API) orgAudit(w http.ResponseWriter, r *http.Request) error {
 	if a.auditLog == nil {
 		return unavailable("the audit log is not available on this server")
 	}
-	q := r.URL.Query()
-	var after int64
-	if s := q.Get("after"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return invalid("after must be a sequence number")
-		}
-		after = n
-	}
-	limit := defaultLimit
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxLimit {
-			return invalid("limit must be an integer from 1 to 1000")
-		}
-		limit = n
+	after, limit, err := pageParams(r)
+	if err != nil {
+		return err
 	}
 	es, err := a.auditLog.List(r.Context(), r.PathValue("org"), after, limit)
 	if err != nil {
@@ -67,7 +95,8 @@ func (a *API) orgAudit(w http.ResponseWriter, r *http.Request) error {
 	page := auditPage{Entries: make([]auditJSON, 0, len(es))}
 	for _, e := range es {
 		page.Entries = append(page.Entries, auditJSON{Seq: e.Seq, Time: e.Time.UTC(), Actor: e.Actor, Action: e.Action,
-			Target: e.Target, Source: e.Source, Detail: e.Detail})
+			Target: e.Target, Source: e.Source, Detail: e.Detail, Prev: hex.EncodeToString(e.Prev[:]),
+			Hash: hex.EncodeToString(e.Hash[:])})
 	}
 	if len(es) == limit {
 		page.Next = es[len(es)-1].Seq
@@ -76,24 +105,28 @@ func (a *API) orgAudit(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// auditRecords is what internal/audit's Log offers to read a chain.
-type auditRecords interface {
-	List(ctx context.Context, org string, afterSeq int64, limit int) ([]audit.Record, error)
-}
-
-// AuditLogOf adapts an *audit.Log to AuditLister, for Config.AuditLog.
-func AuditLogOf(l auditRecords) AuditLister { return auditAdapter{l} }
-
-type auditAdapter struct{ l auditRecords }
-
-func (a auditAdapter) List(ctx context.Context, org string, afterSeq int64, limit int) ([]AuditRecord, error) {
-	rs, err := a.l.List(ctx, org, afterSeq, limit)
+// orgAuditCheckpoints serves the signed checkpoints of the organisation's
+// chain and the key that signs them.
+func (a *API) orgAuditCheckpoints(w http.ResponseWriter, r *http.Request) error {
+	if a.auditLog == nil {
+		return unavailable("the audit log is not available on this server")
+	}
+	after, limit, err := pageParams(r)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := make([]AuditRecord, len(rs))
-	for i, r := range rs {
-		out[i] = AuditRecord{Seq: r.Seq, Entry: r.Entry}
+	cs, err := a.auditLog.Checkpoints(r.Context(), r.PathValue("org"), after, limit)
+	if err != nil {
+		return err
 	}
-	return out, nil
+	page := checkpointPage{Checkpoints: make([]checkpointJSON, 0, len(cs)), PublicKey: a.auditLog.PublicKey()}
+	for _, c := range cs {
+		page.Checkpoints = append(page.Checkpoints, checkpointJSON{Num: c.Num, Prev: hex.EncodeToString(c.Prev[:]),
+			Seq: c.Seq, Head: hex.EncodeToString(c.Head[:]), Time: c.Time.UTC(), Key: hex.EncodeToString(c.Key[:]), Sig: c.Sig})
+	}
+	if len(cs) == limit {
+		page.Next = cs[len(cs)-1].Num
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
 }
