@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/signet-io/signet/internal/audit"
+	"github.com/signet-io/signet/internal/secrets"
+	"github.com/signet-io/signet/internal/server"
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/store/sqlite"
 )
@@ -26,6 +28,9 @@ func runAdminAudit(ctx context.Context, e *env, args []string) error {
   list [--org ORG] [--limit N] [--after SEQ] [--json]
         print an organisation's entries (default: the installation's own
         log, its newest N entries)
+  checkpoint [--master-key FILE | --master-key-env]
+        sign every organisation's unsigned entries now (a running server
+        does this every few seconds; this is for a stopped one)
 
 verify needs no secret: the audit public key is DIR/audit.pub. It exits 1
 when the log does not verify. Entries newer than the last checkpoint are
@@ -43,7 +48,7 @@ that the key was not replaced along with the log.
 		return fmt.Errorf("%w: admin audit needs an action (verify or list)", errUsage)
 	}
 	action := args[0]
-	if action != "verify" && action != "list" {
+	if action != "verify" && action != "list" && action != "checkpoint" {
 		return fmt.Errorf("%w: unknown admin audit action %q", errUsage, action)
 	}
 	fs := newFlags(e, "admin audit "+action, "admin audit "+action+" --data DIR [flags]", usage)
@@ -54,6 +59,7 @@ that the key was not replaced along with the log.
 	limit := fs.Int("limit", 50, "list: how many entries (at most 1000)")
 	after := fs.Int64("after", -1, "list: the entries after this sequence number (default: the newest --limit)")
 	asJSON := fs.Bool("json", false, "list: one JSON object per line")
+	mkFile, mkEnv := masterKeyFlags(fs)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -73,6 +79,15 @@ that the key was not replaced along with the log.
 		return err
 	}
 	defer st.Close()
+	if action == "checkpoint" {
+		mk := server.DefaultMasterKey(*data)
+		if *mkFile != "" || *mkEnv {
+			if mk, err = masterKeyConfig(*data, *mkFile, *mkEnv); err != nil {
+				return err
+			}
+		}
+		return checkpointAudit(ctx, e, st, *data, mk)
+	}
 	if action == "list" {
 		if *limit <= 0 || *limit > 1000 {
 			return fmt.Errorf("%w: --limit must be 1 to 1000", errUsage)
@@ -202,4 +217,47 @@ type auditJSON struct {
 	Source string `json:"source,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	Hash   string `json:"hash"`
+}
+
+// checkpointAudit signs what is unsigned, with the audit key opened by the
+// master key if the data directory has one.
+func checkpointAudit(ctx context.Context, e *env, st *sqlite.Store, data string, mk secrets.Config) error {
+	var sealer secrets.Sealer
+	if mk.Configured() {
+		kr, err := secrets.LoadKeyring(mk)
+		if err != nil {
+			return err
+		}
+		defer kr.Zero()
+		sealer = kr
+	}
+	key, err := audit.LoadKey(data, sealer)
+	switch {
+	case errors.Is(err, audit.ErrNoKey):
+		return fmt.Errorf("no audit key in %s: nothing was ever signed; the server creates the key when it starts", data)
+	case errors.Is(err, audit.ErrKeySealed):
+		return fmt.Errorf("the audit key is sealed: give the master key (--master-key FILE or --master-key-env)")
+	case err != nil:
+		return err
+	}
+	pending, err := st.AuditUnsigned(ctx)
+	if err != nil {
+		return err
+	}
+	// Open signs what is unsigned; Close would sign anything recorded since.
+	l, err := audit.Open(ctx, audit.Config{Store: st, Key: key, CheckpointInterval: -1})
+	if err != nil {
+		return err
+	}
+	if err := l.Close(); err != nil {
+		return err
+	}
+	if len(pending) == 0 {
+		fmt.Fprintln(e.stdout, "nothing to sign: every entry is covered by a checkpoint")
+		return nil
+	}
+	for _, h := range pending {
+		fmt.Fprintf(e.stdout, "signed %s up to entry %d\n", audit.OrgName(h.Org), h.Seq)
+	}
+	return nil
 }

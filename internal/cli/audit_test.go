@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/signet-io/signet/internal/audit"
+	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/store/sqlite"
 )
 
@@ -157,4 +158,53 @@ func auditDataDirOnce(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestAdminAuditCheckpoint: entries recorded without the master key (so
+// without the sealed audit key) stay unsigned until "audit checkpoint"
+// is given the master key.
+func TestAdminAuditCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	mkFile := filepath.Join(t.TempDir(), "master.key") // kept outside the data directory
+	mk, err := secrets.CreateMasterKey(mkFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.LoadOrCreateKey(dir, secrets.NewKeyring(mk, nil)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "signet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.OpenDir(ctx, dir, st, nil, audit.Config{CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.PublicKey() != nil {
+		t.Fatal("a sealed key opened without the master key")
+	}
+	for range 3 {
+		if err := l.Record(ctx, audit.Entry{Org: "acme", Actor: "cli:root", Action: "project.add"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	st.Close()
+	if code, out := call(t, runAdminAudit, "verify", "--data", dir); code != exitOK || !strings.Contains(out, "3 newer entries are not signed yet") {
+		t.Fatalf("verify before: %d\n%s", code, out)
+	}
+	if code, out := call(t, runAdminAudit, "checkpoint", "--data", dir); code != exitFailure || !strings.Contains(out, "sealed") {
+		t.Fatalf("checkpoint without the master key: %d\n%s", code, out)
+	}
+	if code, out := call(t, runAdminAudit, "checkpoint", "--data", dir, "--master-key", mkFile); code != exitOK || !strings.Contains(out, `signed organisation "acme" up to entry 3`) {
+		t.Fatalf("checkpoint: %d\n%s", code, out)
+	}
+	if code, out := call(t, runAdminAudit, "checkpoint", "--data", dir, "--master-key", mkFile); code != exitOK || !strings.Contains(out, "nothing to sign") {
+		t.Fatalf("second checkpoint: %d\n%s", code, out)
+	}
+	if code, out := call(t, runAdminAudit, "verify", "--data", dir); code != exitOK || strings.Contains(out, "not signed") || !strings.Contains(out, "signed up to entry 3") {
+		t.Fatalf("verify after: %d\n%s", code, out)
+	}
 }
