@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,14 +27,21 @@ const (
 // for every power of two up to these sizes, and a batch is cut into
 // chunks of those sizes, largest first, so that no append prepares one.
 const (
-	maxChunkReadings = 64  // × 12 parameters
+	maxChunkReadings = 64  // × readingCols parameters
 	maxChunkHearings = 128 // × 6 parameters
 )
 
+// readingCols is the number of parameters of one row of insertReadingsSQL.
+// A reading's first hearing is stored in its row (heard_*, migration
+// 00006): one B-tree insert fewer per reading than a row in hearings,
+// which now holds only further hearings (other relays, late copies).
+const readingCols = 16
+
 func insertReadingsSQL(n int) string {
 	return `INSERT INTO readings
-		(device_id, project_id, seq, device_time, received, kind, value, name, unit, pour, sealed, raw)
-		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ") + `
+		(device_id, project_id, seq, device_time, received, kind, value, name, unit, pour, sealed, raw,
+		 heard_relay, heard_received, heard_rssi, heard_snr)
+		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ") + `
 		ON CONFLICT (device_id, seq) DO NOTHING
 		RETURNING id, device_id, seq`
 }
@@ -83,7 +91,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		return nil, nil
 	}
 	// Build every argument before taking the write lock.
-	rargs := make([]any, 0, 12*len(a.Readings))
+	rargs := make([]any, 0, readingCols*len(a.Readings))
 	var hargs []any
 	for i, r := range a.Readings {
 		var pour any
@@ -96,7 +104,13 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		rargs = append(rargs, r.DeviceID, r.ProjectID, int64(r.Seq), nullMillis(r.DeviceTime), millis(r.Received),
 			int64(r.Kind), r.Value, r.Name, r.Unit, pour, nullBlob(r.Sealed), nullBlob(r.Raw))
-		for _, h := range r.Heard {
+		if len(r.Heard) == 0 {
+			rargs = append(rargs, nil, nil, nil, nil)
+			continue
+		}
+		h := r.Heard[0]
+		rargs = append(rargs, h.RelayID, millis(h.Received), int64(h.RSSI), float64(h.SNR))
+		for _, h := range r.Heard[1:] {
 			hargs = appendHearing(hargs, r.DeviceID, r.Seq, h)
 		}
 	}
@@ -112,11 +126,19 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 	out := make([]store.Reading, 0, len(a.Readings))
 	for i := 0; i < len(a.Readings); {
 		n := chunk(len(a.Readings)-i, maxChunkReadings)
-		ins, err := s.insertReadings(ctx, tx, a.Readings[i:i+n], rargs[12*i:12*(i+n)])
+		ins, skipped, err := s.insertReadings(ctx, tx, a.Readings[i:i+n], rargs[readingCols*i:readingCols*(i+n)])
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: append: %w", err)
 		}
 		out = append(out, ins...)
+		// A reading already stored (by an earlier batch, another node,
+		// or earlier in this one) keeps the hearing in its row: this
+		// copy's first hearing goes where further hearings go.
+		for _, j := range skipped {
+			if r := &a.Readings[i+j]; len(r.Heard) > 0 {
+				hargs = appendHearing(hargs, r.DeviceID, r.Seq, r.Heard[0])
+			}
+		}
 		i += n
 	}
 	for i, rows := 0, len(hargs)/6; i < rows; {
@@ -141,8 +163,9 @@ func appendHearing(args []any, device int64, seq uint64, h store.Hearing) []any 
 }
 
 // insertReadings inserts one chunk and returns the readings that were not
-// already stored, with their IDs, in the chunk's order.
-func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Reading, args []any) ([]store.Reading, error) {
+// already stored, with their IDs, in the chunk's order, and the positions
+// in the chunk of those that were.
+func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Reading, args []any) ([]store.Reading, []int, error) {
 	type key struct {
 		device int64
 		seq    uint64
@@ -171,14 +194,16 @@ func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Readi
 		return rows.Err()
 	}()
 	if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) {
-		return nil, misfiled(ctx, tx, rs)
+		return nil, nil, misfiled(ctx, tx, rs)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []store.Reading
+	var skipped []int
 	for i, r := range rs {
 		if ids[i] == 0 {
+			skipped = append(skipped, i)
 			continue
 		}
 		r.ID = ids[i]
@@ -186,7 +211,7 @@ func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Readi
 		r.Received = truncMillis(r.Received)
 		out = append(out, r)
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
 // misfiled explains a foreign key violation by finding the reading whose
@@ -340,9 +365,10 @@ func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading,
 // subquery, so the limit counts readings, not hearings.
 func (s *Store) queryReadings(ctx context.Context, where, order string, args []any) ([]store.Reading, error) {
 	q := `SELECT r.id, r.device_id, r.project_id, r.seq, r.device_time, r.received, r.kind, r.value,
-			r.name, r.unit, r.pour, r.sealed, r.raw, h.relay_id, h.received, h.rssi, h.snr
+			r.name, r.unit, r.pour, r.sealed, r.raw, h.relay_id, h.received, h.rssi, h.snr,
+			r.heard_relay, r.heard_received, r.heard_rssi, r.heard_snr
 		FROM (SELECT id, device_id, project_id, seq, device_time, received, kind, value,
-				name, unit, pour, sealed, raw
+				name, unit, pour, sealed, raw, heard_relay, heard_received, heard_rssi, heard_snr
 			FROM readings WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?) AS r
 		LEFT JOIN hearings AS h ON h.device_id = r.device_id AND h.seq = r.seq
 		ORDER BY r.` + order + `, h.received, h.relay_id`
@@ -364,9 +390,11 @@ func (s *Store) queryReadings(ctx context.Context, where, order string, args []a
 			rssi       sql.NullInt64
 			snr        sql.NullFloat64
 			sealed, rw []byte
+			first      hearingCols // the hearing in the row
 		)
 		if err := rows.Scan(&r.ID, &r.DeviceID, &r.ProjectID, &seq, &devTime, &received, &kind, &r.Value,
-			&r.Name, &r.Unit, &pour, &sealed, &rw, &relay, &heard, &rssi, &snr); err != nil {
+			&r.Name, &r.Unit, &pour, &sealed, &rw, &relay, &heard, &rssi, &snr,
+			&first.relay, &first.received, &first.rssi, &first.snr); err != nil {
 			return nil, err
 		}
 		if n := len(out); n == 0 || out[n-1].ID != r.ID {
@@ -382,10 +410,15 @@ func (s *Store) queryReadings(ctx context.Context, where, order string, args []a
 					return nil, fmt.Errorf("reading %d: stored pour: %w", r.ID, err)
 				}
 			}
+			if first.relay.Valid {
+				r.Heard = []store.Hearing{first.hearing()}
+			}
 			out = append(out, r)
 		}
-		if relay.Valid {
-			last := &out[len(out)-1]
+		last := &out[len(out)-1]
+		// A relay whose copy arrived in a later batch may be in hearings
+		// too; its hearing in the row counts.
+		if relay.Valid && !(first.relay.Valid && relay.String == first.relay.String) {
 			last.Heard = append(last.Heard, store.Hearing{
 				RelayID:  relay.String,
 				Received: time.UnixMilli(heard.Int64).UTC(),
@@ -394,7 +427,34 @@ func (s *Store) queryReadings(ctx context.Context, where, order string, args []a
 			})
 		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Hearings in the order they happened, wherever they were stored.
+	for i := range out {
+		if len(out[i].Heard) > 1 {
+			slices.SortStableFunc(out[i].Heard, func(a, b store.Hearing) int {
+				if c := a.Received.Compare(b.Received); c != 0 {
+					return c
+				}
+				return strings.Compare(a.RelayID, b.RelayID)
+			})
+		}
+	}
+	return out, nil
+}
+
+// hearingCols scans the hearing stored in a reading's row.
+type hearingCols struct {
+	relay    sql.NullString
+	received sql.NullInt64
+	rssi     sql.NullInt64
+	snr      sql.NullFloat64
+}
+
+func (c hearingCols) hearing() store.Hearing {
+	return store.Hearing{RelayID: c.relay.String, Received: time.UnixMilli(c.received.Int64).UTC(),
+		RSSI: int16(c.rssi.Int64), SNR: float32(c.snr.Float64)}
 }
 
 // ceilMillis is t in Unix milliseconds, rounded up, clamped to int64.

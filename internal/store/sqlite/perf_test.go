@@ -1,0 +1,149 @@
+package sqlite
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+func perfStore(t *testing.T) (*Store, []int64) {
+	t.Helper()
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "perf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "perf"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := range 3 {
+		var key wire.PublicKey
+		key[0], key[31] = byte(i), 1
+		id, err := s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return s, ids
+}
+
+// TestFirstHearingInRow: the hearing stored in the reading's row and the
+// further ones in hearings read back as one list, each relay once, in the
+// order heard, however the copies arrived (one batch, later batches, a
+// batch delivered twice).
+func TestFirstHearingInRow(t *testing.T) {
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	at := time.UnixMilli(1_700_000_000_000).UTC()
+	h := func(relay string, ms int64) store.Hearing {
+		return store.Hearing{RelayID: relay, Received: at.Add(time.Duration(ms) * time.Millisecond), RSSI: -int16(ms), SNR: 1}
+	}
+	rd := func(seq uint64, heard ...store.Hearing) store.Reading {
+		return store.Reading{DeviceID: ids[0], ProjectID: "p", Seq: seq, Received: at, Raw: []byte{0xa0}, Heard: heard}
+	}
+	batches := []store.Append{
+		// Seq 1: two relays in the batch; seq 2: heard once; seq 3: the
+		// same reading twice in one batch, from two relays.
+		{Readings: []store.Reading{rd(1, h("b", 2), h("a", 1)), rd(2, h("a", 5)), rd(3, h("c", 7)), rd(3, h("d", 6))}},
+		// The first batch delivered again (a bus redelivery), and seq 2
+		// heard late by another relay, both ways.
+		{Readings: []store.Reading{rd(1, h("b", 2), h("a", 1)), rd(2, h("e", 9))},
+			Hearings: []store.LateHearing{{DeviceID: ids[0], Seq: 2, Hearing: h("f", 8)}}},
+	}
+	stored := 0
+	for _, b := range batches {
+		got, err := s.AppendReadings(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored += len(got)
+	}
+	if stored != 3 {
+		t.Fatalf("stored %d readings, want 3", stored)
+	}
+	rs, err := s.Readings(ctx, store.ReadingQuery{ProjectID: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64][]string{1: {"a", "b"}, 2: {"a", "f", "e"}, 3: {"d", "c"}}
+	if len(rs) != 3 {
+		t.Fatalf("%d readings", len(rs))
+	}
+	for _, r := range rs {
+		var got []string
+		for _, h := range r.Heard {
+			got = append(got, h.RelayID)
+		}
+		if w := want[r.Seq]; len(got) != len(w) {
+			t.Errorf("seq %d heard by %v, want %v", r.Seq, got, w)
+		} else {
+			for i := range w {
+				if got[i] != w[i] {
+					t.Errorf("seq %d heard by %v, want %v", r.Seq, got, w)
+					break
+				}
+			}
+		}
+	}
+	if r := rs[0]; !r.Heard[0].Received.Equal(h("a", 1).Received) || r.Heard[0].RSSI != -1 || r.Heard[0].SNR != 1 {
+		t.Errorf("hearing in the row read back as %+v", r.Heard[0])
+	}
+}
+
+// TestSetDeviceStatuses writes many statuses in one call.
+func TestSetDeviceStatuses(t *testing.T) {
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	at := time.UnixMilli(1_700_000_000_000).UTC()
+	sts := map[int64]store.DeviceStatus{
+		ids[0]: {LastSeen: at, Relays: []store.Hearing{{RelayID: "r", Received: at, RSSI: -70, SNR: 3}}},
+		ids[1]: {LastSeen: at.Add(time.Second)},
+		99999:  {LastSeen: at}, // no such device: skipped
+	}
+	if err := s.SetDeviceStatuses(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids[:2] {
+		d, err := s.Device(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.Status.LastSeen.Equal(sts[id].LastSeen) || len(d.Status.Relays) != len(sts[id].Relays) {
+			t.Errorf("device %d status %+v, want %+v", id, d.Status, sts[id])
+		}
+	}
+	if d, _ := s.Device(ctx, ids[2]); !d.Status.LastSeen.IsZero() {
+		t.Errorf("device not in the call got a status: %+v", d.Status)
+	}
+}
+
+// TestCheckpointCopiesWAL: commits leave the WAL to the checkpointer (no
+// automatic checkpoint on the write connection), and a checkpoint copies
+// all of it.
+func TestCheckpointCopiesWAL(t *testing.T) {
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	var n int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("wal_autocheckpoint = %d, %v; want 0", n, err)
+	}
+	for seq := range uint64(50) {
+		if _, err := s.AppendReadings(ctx, store.Append{Readings: []store.Reading{{DeviceID: ids[1], ProjectID: "p", Seq: seq + 1, Received: time.Now(),
+			Raw: make([]byte, 2000)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var busy, log, done int
+	if err := s.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+		t.Fatal(err)
+	}
+	if busy != 0 || log == 0 || done != log {
+		t.Fatalf("checkpoint: busy %d, %d frames in the WAL, %d copied", busy, log, done)
+	}
+}
