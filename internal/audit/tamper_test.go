@@ -186,6 +186,12 @@ func TestTamper(t *testing.T) {
 		{"alter an entry's time", func(t *testing.T, db *sql.DB) {
 			exec(t, db, `UPDATE audit_entries SET time = time - 3600000 WHERE org = 'beta' AND seq = 3`)
 		}, audit.VerifyOptions{}, want{org: "beta", seq: 3, what: "altered"}},
+		{"put text in a number column", func(t *testing.T, db *sql.DB) {
+			exec(t, db, `UPDATE audit_entries SET time = 'yesterday' WHERE org = 'acme' AND seq = 5`)
+		}, audit.VerifyOptions{}, want{org: "acme", seq: 5, what: "altered"}},
+		{"put text in a hash column", func(t *testing.T, db *sql.DB) {
+			exec(t, db, `UPDATE audit_entries SET prev = 'not a hash' WHERE org = 'acme' AND seq = 5`)
+		}, audit.VerifyOptions{}, want{org: "acme", seq: 5, what: "malformed"}},
 		{"alter an entry and its hash", func(t *testing.T, db *sql.DB) {
 			exec(t, db, `UPDATE audit_entries SET action = 'login.ok' WHERE org = 'acme' AND seq = 7`)
 			var r audit.Record

@@ -24,6 +24,19 @@ var _ store.AuditStore = (*Store)(nil)
 const auditEntryCols = `org, seq, time, actor, action, target, source, detail, prev, hash`
 const auditCheckpointCols = `num, prev, org, seq, head, time, key_id, sig`
 
+// Reads convert every column to the type the schema says, NULL to the
+// zero value: a row that someone edited by hand (text in a number column,
+// a NULL in a table rebuilt without constraints) then reads as a changed
+// entry, which verification names, instead of failing the whole read.
+const (
+	auditEntrySelect = `IFNULL(CAST(org AS TEXT), ''), IFNULL(CAST(seq AS INTEGER), 0), IFNULL(CAST(time AS INTEGER), 0),
+		IFNULL(CAST(actor AS TEXT), ''), IFNULL(CAST(action AS TEXT), ''), IFNULL(CAST(target AS TEXT), ''),
+		IFNULL(CAST(source AS TEXT), ''), IFNULL(CAST(detail AS TEXT), ''), IFNULL(CAST(prev AS BLOB), x''), IFNULL(CAST(hash AS BLOB), x'')`
+	auditCheckpointSelect = `IFNULL(CAST(num AS INTEGER), 0), IFNULL(CAST(prev AS BLOB), x''), IFNULL(CAST(org AS TEXT), ''),
+		IFNULL(CAST(seq AS INTEGER), 0), IFNULL(CAST(head AS BLOB), x''), IFNULL(CAST(time AS INTEGER), 0),
+		IFNULL(CAST(key_id AS BLOB), x''), IFNULL(CAST(sig AS BLOB), x'')`
+)
+
 func (s *Store) AppendAudit(ctx context.Context, entries []store.AuditEntry, checkpoints []store.AuditCheckpoint) error {
 	if n := len(entries) + len(checkpoints); n == 0 {
 		return nil
@@ -112,7 +125,7 @@ func auditLimit(limit int) int {
 }
 
 func (s *Store) AuditEntries(ctx context.Context, org string, afterSeq int64, limit int) ([]store.AuditEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+auditEntryCols+` FROM audit_entries WHERE org = ? AND seq > ? ORDER BY seq LIMIT ?`,
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditEntrySelect+` FROM audit_entries WHERE org = ? AND seq > ? ORDER BY seq LIMIT ?`,
 		org, afterSeq, auditLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: audit entries: %w", err)
@@ -121,7 +134,7 @@ func (s *Store) AuditEntries(ctx context.Context, org string, afterSeq int64, li
 }
 
 func (s *Store) AuditHead(ctx context.Context, org string) (store.AuditEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+auditEntryCols+` FROM audit_entries WHERE org = ? ORDER BY seq DESC LIMIT 1`, org)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditEntrySelect+` FROM audit_entries WHERE org = ? ORDER BY seq DESC LIMIT 1`, org)
 	if err != nil {
 		return store.AuditEntry{}, fmt.Errorf("sqlite: audit head: %w", err)
 	}
@@ -136,8 +149,8 @@ func (s *Store) AuditHead(ctx context.Context, org string) (store.AuditEntry, er
 }
 
 func (s *Store) AuditOrgs(ctx context.Context) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT org FROM audit_entries GROUP BY org
-		UNION SELECT org FROM audit_checkpoints GROUP BY org ORDER BY 1`)
+	rows, err := s.r.QueryContext(ctx, `SELECT IFNULL(CAST(org AS TEXT), '') FROM audit_entries GROUP BY org
+		UNION SELECT IFNULL(CAST(org AS TEXT), '') FROM audit_checkpoints GROUP BY org ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: audit orgs: %w", err)
 	}
@@ -159,9 +172,9 @@ func (s *Store) AuditOrgs(ctx context.Context) ([]string, error) {
 func (s *Store) AuditUnsigned(ctx context.Context) ([]store.AuditEntry, error) {
 	// An organisation's checkpoints name ever later entries, so its last
 	// checkpoint (by num, through the (org, num) index) has the highest seq.
-	rows, err := s.r.QueryContext(ctx, `SELECT e.org, e.seq, e.time, e.actor, e.action, e.target, e.source, e.detail, e.prev, e.hash
-		FROM (SELECT org, MAX(seq) AS seq FROM audit_entries GROUP BY org) h
-		JOIN audit_entries e ON e.org = h.org AND e.seq = h.seq
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditEntrySelect+`
+		FROM (SELECT org AS o, MAX(seq) AS s FROM audit_entries GROUP BY org) h
+		JOIN audit_entries e ON e.org = h.o AND e.seq = h.s
 		WHERE e.seq > COALESCE((SELECT c.seq FROM audit_checkpoints c WHERE c.org = e.org ORDER BY c.num DESC LIMIT 1), 0)
 		ORDER BY e.org`)
 	if err != nil {
@@ -171,7 +184,7 @@ func (s *Store) AuditUnsigned(ctx context.Context) ([]store.AuditEntry, error) {
 }
 
 func (s *Store) AuditCheckpoints(ctx context.Context, afterNum int64, limit int) ([]store.AuditCheckpoint, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCheckpointCols+` FROM audit_checkpoints WHERE num > ? ORDER BY num LIMIT ?`,
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCheckpointSelect+` FROM audit_checkpoints WHERE num > ? ORDER BY num LIMIT ?`,
 		afterNum, auditLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: audit checkpoints: %w", err)
@@ -180,7 +193,7 @@ func (s *Store) AuditCheckpoints(ctx context.Context, afterNum int64, limit int)
 }
 
 func (s *Store) AuditOrgCheckpoints(ctx context.Context, org string, afterNum int64, limit int) ([]store.AuditCheckpoint, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCheckpointCols+` FROM audit_checkpoints WHERE org = ? AND num > ? ORDER BY num LIMIT ?`,
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCheckpointSelect+` FROM audit_checkpoints WHERE org = ? AND num > ? ORDER BY num LIMIT ?`,
 		org, afterNum, auditLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: audit checkpoints: %w", err)
@@ -189,7 +202,7 @@ func (s *Store) AuditOrgCheckpoints(ctx context.Context, org string, afterNum in
 }
 
 func (s *Store) LastAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCheckpointCols+` FROM audit_checkpoints ORDER BY num DESC LIMIT 1`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCheckpointSelect+` FROM audit_checkpoints ORDER BY num DESC LIMIT 1`)
 	if err != nil {
 		return store.AuditCheckpoint{}, fmt.Errorf("sqlite: last audit checkpoint: %w", err)
 	}
