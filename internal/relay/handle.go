@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // A link handle is how this relay names a device's UDP address to the
@@ -33,7 +34,16 @@ const (
 
 type handleCodec struct {
 	key [32]byte
+
+	// tags caches the tag of each address seen: an HMAC costs a keyed
+	// SHA-256 set-up and two blocks, on every uplink and every downlink,
+	// for the few thousand addresses a relay hears again and again.
+	mu   sync.Mutex
+	tags map[netip.AddrPort][handleTagSize]byte
 }
+
+// maxCachedTags bounds the tag cache; it starts over when full.
+const maxCachedTags = 1 << 16
 
 // loadHandleKey reads the handle key from dir, creating it on first use.
 // An unreadable key is replaced: downlinks for handles issued under the old
@@ -92,6 +102,29 @@ func (c *handleCodec) tag(addrPort []byte) []byte {
 	return m.Sum(nil)[:handleTagSize]
 }
 
+// cachedTag is the tag of ap, whose address and port encode as addrPort.
+// Only addresses devices spoke from are remembered (remember): the server
+// side of a connection must not be able to fill the cache.
+func (c *handleCodec) cachedTag(ap netip.AddrPort, addrPort []byte, remember bool) [handleTagSize]byte {
+	c.mu.Lock()
+	t, ok := c.tags[ap]
+	c.mu.Unlock()
+	if ok {
+		return t
+	}
+	copy(t[:], c.tag(addrPort))
+	if !remember {
+		return t
+	}
+	c.mu.Lock()
+	if c.tags == nil || len(c.tags) >= maxCachedTags {
+		c.tags = make(map[netip.AddrPort][handleTagSize]byte)
+	}
+	c.tags[ap] = t
+	c.mu.Unlock()
+	return t
+}
+
 // encode appends the handle for ap to dst.
 func (c *handleCodec) encode(dst []byte, ap netip.AddrPort) []byte {
 	start := len(dst)
@@ -104,7 +137,8 @@ func (c *handleCodec) encode(dst []byte, ap netip.AddrPort) []byte {
 		dst = append(dst, b[:]...)
 	}
 	dst = binary.BigEndian.AppendUint16(dst, ap.Port())
-	return append(dst, c.tag(dst[start:])...)
+	t := c.cachedTag(netip.AddrPortFrom(a, ap.Port()), dst[start:], true)
+	return append(dst, t[:]...)
 }
 
 // decode returns the address in a handle this relay issued, and false for
@@ -119,9 +153,10 @@ func (c *handleCodec) decode(h []byte) (netip.AddrPort, bool) {
 	default:
 		return netip.AddrPort{}, false
 	}
-	if !hmac.Equal(c.tag(h[:n+2]), h[n+2:]) {
+	a, _ := netip.AddrFromSlice(h[:n])
+	ap := netip.AddrPortFrom(a, binary.BigEndian.Uint16(h[n:]))
+	if t := c.cachedTag(ap, h[:n+2], false); !hmac.Equal(t[:], h[n+2:]) {
 		return netip.AddrPort{}, false
 	}
-	a, _ := netip.AddrFromSlice(h[:n])
-	return netip.AddrPortFrom(a, binary.BigEndian.Uint16(h[n:])), true
+	return ap, true
 }
