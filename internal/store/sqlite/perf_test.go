@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,4 +148,125 @@ func TestCheckpointCopiesWAL(t *testing.T) {
 	if busy != 0 || log == 0 || done != log {
 		t.Fatalf("checkpoint: busy %d, %d frames in the WAL, %d copied", busy, log, done)
 	}
+}
+
+// BenchmarkSQLiteFloor is the least an append could cost on this SQLite:
+// 2,000 rows of (rowid, device, seq, 64 raw bytes) with the unique key on
+// (device, seq) and nothing else, one multi-row INSERT per 64 rows, one
+// durable transaction per batch. Compare cpu-us/row with
+// BenchmarkAppendReadings: no schema change can go below this.
+func BenchmarkSQLiteFloor(b *testing.B) {
+	ctx := b.Context()
+	s, _ := perfStoreB(b)
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE floor (id INTEGER PRIMARY KEY, device INTEGER NOT NULL,
+		seq INTEGER NOT NULL, raw BLOB, UNIQUE (device, seq))`); err != nil {
+		b.Fatal(err)
+	}
+	const chunkRows = 64
+	st, err := s.w.PrepareContext(ctx, `INSERT INTO floor (device, seq, raw) VALUES `+
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", chunkRows), ", ")+` ON CONFLICT DO NOTHING`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	raw := make([]byte, 64)
+	args := make([]any, 0, 3*chunkRows)
+	var seq int64
+	cpu0 := processCPU()
+	rows := 0
+	for b.Loop() {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range 2000 / chunkRows {
+			args = args[:0]
+			for i := range chunkRows {
+				args = append(args, int64(i%200), seq, raw)
+				if i%200 == 199 {
+					seq++
+				}
+			}
+			seq++
+			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+				b.Fatal(err)
+			}
+			rows += chunkRows
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/1000/float64(rows), "cpu-us/row")
+	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+}
+
+func perfStoreB(b *testing.B) (*Store, []int64) {
+	s, err := Open(b.Context(), filepath.Join(b.TempDir(), "floor.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s, nil
+}
+
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkAppendCPU is BenchmarkAppendReadings (2,000 readings from 200
+// devices, each heard by one relay, one durable transaction) reporting the
+// process's CPU per reading as well, which a machine shared with other
+// work changes much less than the wall-clock rate. The background
+// checkpoints are included.
+func BenchmarkAppendCPU(b *testing.B) {
+	const (
+		batchSize = 2000
+		devices   = 200
+	)
+	ctx := b.Context()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]int64, devices)
+	for i := range ids {
+		var key wire.PublicKey
+		key[0], key[1], key[31] = byte(i), byte(i>>8), 1
+		if ids[i], err = s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	raw := make([]byte, 64)
+	now := time.Now()
+	batch := make([]store.Reading, batchSize)
+	var seq uint64
+	stored := 0
+	cpu0 := processCPU()
+	for b.Loop() {
+		seq++
+		for i := range batch {
+			batch[i] = store.Reading{
+				DeviceID: ids[i%devices], ProjectID: "p", Seq: seq*batchSize/devices + uint64(i/devices),
+				DeviceTime: now, Received: now, Kind: wire.KindTemperature, Value: 21.5, Name: "inside", Raw: raw,
+				Heard: []store.Hearing{{RelayID: "relay-1", Received: now, RSSI: -80, SNR: 7.5}},
+			}
+		}
+		got, err := s.AppendReadings(ctx, store.Append{Readings: batch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		stored += len(got)
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/1000/float64(stored), "cpu-us/reading")
+	b.ReportMetric(float64(stored)/b.Elapsed().Seconds(), "readings/s")
 }
