@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/signet-io/signet/internal/api"
+	"github.com/signet-io/signet/internal/audit"
+	"github.com/signet-io/signet/internal/auth"
 	"github.com/signet-io/signet/internal/bus"
 	"github.com/signet-io/signet/internal/ingest"
 	"github.com/signet-io/signet/internal/pki"
@@ -55,6 +57,8 @@ type Config struct {
 	// docs/secrets.md), so a copy of the directory without the master key
 	// reveals none of them. DefaultMasterKey finds the usual one.
 	MasterKey secrets.Config
+	// OIDC, if its Issuer is set, enables single sign-on (docs/access.md).
+	OIDC auth.OIDCConfig
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -84,6 +88,8 @@ type Server struct {
 	deviceKeys map[int64]wire.PublicKey
 	// keyring holds the master key (nil without one).
 	keyring *secrets.Keyring
+	// audit is the hash-chained audit log the API records to.
+	audit *audit.Log
 	// stateKey seals session state kept in the store (epochs.go).
 	stateKey [32]byte
 	// unsubscribe ends the revocation subscription.
@@ -173,8 +179,21 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	apiCfg := api.Config{Store: s.store, Hub: s.hub, Logger: cfg.Logger, Ingest: s.ingest, Admin: s, Heartbeat: cfg.Heartbeat,
 		Commander: s}
+	var sealer secrets.Sealer
 	if s.keyring != nil {
+		sealer = s.keyring
 		apiCfg.Sealer = s.keyring // TOTP secrets sealed at rest
+	}
+	if as, ok := s.store.(store.AuditStore); ok {
+		if s.audit, err = audit.OpenDir(ctx, cfg.DataDir, as, sealer, audit.Config{Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+		apiCfg.Audit, apiCfg.AuditLog = s.audit, s.audit
+	}
+	if cfg.OIDC.Issuer != "" {
+		if apiCfg.OIDC, err = auth.NewOIDC(ctx, cfg.OIDC); err != nil {
+			return nil, fmt.Errorf("server: single sign-on: %w", err)
+		}
 	}
 	s.api = api.New(apiCfg)
 	if s.unsubscribe, err = s.bus.SubscribeRevocations(s.revoked); err != nil {
@@ -404,6 +423,10 @@ func (s *Server) close() {
 	if s.bus != nil {
 		s.bus.Close()
 		s.bus = nil
+	}
+	if s.audit != nil {
+		_ = s.audit.Close() // signs the last entries
+		s.audit = nil
 	}
 	if s.store != nil {
 		_ = s.store.Close()
