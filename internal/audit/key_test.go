@@ -14,6 +14,7 @@ import (
 )
 
 func TestKeyInClear(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := audit.LoadKey(dir, nil); !errors.Is(err, audit.ErrNoKey) {
 		t.Fatalf("LoadKey of an empty directory: %v", err)
@@ -60,6 +61,7 @@ func TestKeyInClear(t *testing.T) {
 }
 
 func TestKeySealed(t *testing.T) {
+	t.Parallel()
 	mk, err := secrets.GenerateMasterKey()
 	if err != nil {
 		t.Fatal(err)
@@ -144,6 +146,7 @@ func FuzzParsePublicKey(f *testing.F) {
 // whose master key it was not given (where it must not write a key in
 // clear).
 func TestOpenDir(t *testing.T) {
+	t.Parallel()
 	mk, err := secrets.GenerateMasterKey()
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +169,7 @@ func TestOpenDir(t *testing.T) {
 		}, nil, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			tc.prepare(dir)
 			l, err := audit.OpenDir(t.Context(), dir, openStore(t, dir), tc.sealer, audit.Config{CheckpointInterval: -1})

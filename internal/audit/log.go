@@ -30,6 +30,10 @@ const (
 	storeTimeout = 30 * time.Second
 )
 
+// checkpointRound is how many checkpoints checkpointAll stores in one call
+// (a variable so that tests can make rounds small).
+var checkpointRound = store.MaxAuditAppend
+
 // Config configures a Log.
 type Config struct {
 	// Store keeps the entries (required).
@@ -408,44 +412,40 @@ func (l *Log) sign(ctx context.Context, heads []store.AuditEntry) ([]store.Audit
 	return out, &h, nil
 }
 
-// checkpointAll signs every unsigned head in the store. It runs on the
-// writer goroutine, or before it starts or after it stopped.
+// checkpointAll signs every unsigned head in the store, in rounds of at
+// most store.MaxAuditAppend checkpoints. It runs on the writer goroutine,
+// or before it starts or after it stopped.
 func (l *Log) checkpointAll(ctx context.Context) error {
-	var err error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		var heads []store.AuditEntry
-		if heads, err = l.cfg.Store.AuditUnsigned(ctx); err != nil {
-			break
+	const maxRounds = 64 // bounds the work while other processes keep appending
+	conflicts := 0
+	for round := 0; round < maxRounds; round++ {
+		heads, err := l.cfg.Store.AuditUnsigned(ctx)
+		if err != nil {
+			return fmt.Errorf("audit: checkpoint: %w", err)
 		}
 		if len(heads) == 0 {
 			return nil
 		}
-		if len(heads) > store.MaxAuditAppend {
-			heads = heads[:store.MaxAuditAppend] // the next round signs the rest
+		heads = heads[:min(len(heads), checkpointRound)]
+		cps, last, err := l.sign(ctx, heads)
+		if err == nil {
+			err = l.cfg.Store.AppendAudit(ctx, nil, cps)
 		}
-		var cps []store.AuditCheckpoint
-		var last *head
-		if cps, last, err = l.sign(ctx, heads); err != nil {
-			break
-		}
-		if err = l.cfg.Store.AppendAudit(ctx, nil, cps); err == nil {
+		if err == nil {
 			l.lastCP = last
 			for _, c := range cps {
 				l.unsigned[c.Org] = 0
 				l.logCheckpoint(c)
 			}
-			if len(heads) < store.MaxAuditAppend {
-				return nil
-			}
-			attempt = -1
 			continue
 		}
 		l.lastCP = nil
-		if !errors.Is(err, store.ErrConflict) {
-			break
+		if !errors.Is(err, store.ErrConflict) || conflicts >= maxAttempts {
+			return fmt.Errorf("audit: checkpoint: %w", err)
 		}
+		conflicts++
 	}
-	return fmt.Errorf("audit: checkpoint: %w", err)
+	return nil // the rest is signed at the next checkpoint
 }
 
 func (l *Log) logCheckpoint(c store.AuditCheckpoint) {

@@ -56,6 +56,7 @@ func verify(t *testing.T, st store.AuditStore, dir string, opts audit.VerifyOpti
 // organisations, and checks that every entry is in its chain once, that
 // the log verifies, and that Close leaves nothing unsigned.
 func TestConcurrentRecord(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	key, err := audit.LoadOrCreateKey(dir, nil)
@@ -134,6 +135,7 @@ func TestConcurrentRecord(t *testing.T) {
 }
 
 func TestRecordRefusesBadEntries(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	l := openLog(t, audit.Config{Store: openStore(t, dir), CheckpointInterval: -1})
 	for name, e := range map[string]audit.Entry{
@@ -155,6 +157,7 @@ func TestRecordRefusesBadEntries(t *testing.T) {
 // TestTimeAndInterval checks that Time is kept to the millisecond and
 // that the interval signs entries without anyone calling Checkpoint.
 func TestTimeAndInterval(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	key, err := audit.LoadOrCreateKey(dir, nil)
@@ -193,6 +196,7 @@ func TestTimeAndInterval(t *testing.T) {
 // server whose key is sealed) and a server's log append to the same
 // chains: the second picks up the first's entries and signs them.
 func TestTwoWriters(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key, err := audit.LoadOrCreateKey(dir, nil)
 	if err != nil {
@@ -225,6 +229,7 @@ func TestTwoWriters(t *testing.T) {
 // TestOneOrg checks that an organisation's own entries and checkpoints
 // suffice to verify its chain.
 func TestOneOrg(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	key, err := audit.LoadOrCreateKey(dir, nil)
@@ -256,6 +261,7 @@ func TestOneOrg(t *testing.T) {
 // TestVerifyRecords checks an organisation's log the way the organisation
 // can, from the API's pages alone, and sees a change made on the way.
 func TestVerifyRecords(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	key, err := audit.LoadOrCreateKey(dir, nil)
@@ -288,5 +294,38 @@ func TestVerifyRecords(t *testing.T) {
 	}
 	if rep, _ := audit.VerifyRecords("acme", recs[:0], cps, l.PublicKey()); rep.OK() {
 		t.Fatal("VerifyRecords without the entries the checkpoints vouch for")
+	}
+}
+
+// TestCheckpointManyOrgs has more organisations waiting to be signed than
+// one store call takes: Open signs them all, in rounds.
+func TestCheckpointManyOrgs(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	defer audit.SetCheckpointRound(7)()
+	unsigned := openLog(t, audit.Config{Store: st, CheckpointInterval: -1})
+	n := 7*3 + 2
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- unsigned.Record(t.Context(), audit.Entry{Org: fmt.Sprint("org", i), Actor: "u", Action: "x"}) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	unsigned.Close()
+	key, err := audit.LoadOrCreateKey(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openLog(t, audit.Config{Store: st, Key: key, CheckpointInterval: -1})
+	left, err := st.AuditUnsigned(t.Context())
+	if err != nil || len(left) != 0 {
+		t.Fatalf("after Open, %d heads unsigned (%v)", len(left), err)
+	}
+	last, err := st.LastAuditCheckpoint(t.Context())
+	if err != nil || last.Num != int64(n) {
+		t.Fatalf("last checkpoint %d (%v), want %d", last.Num, err, n)
 	}
 }

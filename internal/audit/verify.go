@@ -165,7 +165,7 @@ func verifyOrg(ctx context.Context, st store.AuditStore, pub ed25519.PublicKey, 
 	at := map[int64][]Checkpoint{}
 	var valid []Checkpoint
 	cpBroken := false
-	for after := int64(0); ; {
+	for after := int64(0); after >= 0; {
 		page, err := st.AuditOrgCheckpoints(ctx, org, after, pageSize)
 		if err != nil {
 			return or, nil, nil, err
@@ -174,6 +174,9 @@ func verifyOrg(ctx context.Context, st store.AuditStore, pub ed25519.PublicKey, 
 			break
 		}
 		after = page[len(page)-1].Num
+		if len(page) < pageSize {
+			after = -1 // the last page
+		}
 		for i := range page {
 			if cpBroken {
 				continue
@@ -204,7 +207,7 @@ func verifyOrg(ctx context.Context, st store.AuditStore, pub ed25519.PublicKey, 
 	var prev Hash
 	broken := false
 walk:
-	for after := int64(0); ; {
+	for after := int64(0); after >= 0; {
 		page, err := st.AuditEntries(ctx, org, after, pageSize)
 		if err != nil {
 			return or, nil, nil, err
@@ -213,6 +216,9 @@ walk:
 			break
 		}
 		after = page[len(page)-1].Seq
+		if len(page) < pageSize || after < 0 {
+			after = -1 // the last page
+		}
 		for i := range page {
 			e := &page[i]
 			fail := func(seq int64, format string, args ...any) {
