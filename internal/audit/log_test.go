@@ -307,7 +307,9 @@ func TestCheckpointManyOrgs(t *testing.T) {
 	n := 7*3 + 2
 	errs := make(chan error, n)
 	for i := range n {
-		go func() { errs <- unsigned.Record(t.Context(), audit.Entry{Org: fmt.Sprint("org", i), Actor: "u", Action: "x"}) }()
+		go func() {
+			errs <- unsigned.Record(t.Context(), audit.Entry{Org: fmt.Sprint("org", i), Actor: "u", Action: "x"})
+		}()
 	}
 	for range n {
 		if err := <-errs; err != nil {
