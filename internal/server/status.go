@@ -64,6 +64,9 @@ type batchStatusStore interface {
 	SetDeviceStatuses(ctx context.Context, sts map[int64]store.DeviceStatus) error
 }
 
+// statusChunk bounds the statuses written in one transaction.
+const statusChunk = 128
+
 // flush writes the changed statuses.
 func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Logger) {
 	t.mu.Lock()
@@ -89,12 +92,19 @@ func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Log
 	clear(t.dirty)
 	t.mu.Unlock()
 	if bs, ok := st.(batchStatusStore); ok {
-		sts := make(map[int64]store.DeviceStatus, len(ups))
-		for _, u := range ups {
-			sts[u.id] = u.st
-		}
-		if err := bs.SetDeviceStatuses(ctx, sts); err != nil && ctx.Err() == nil {
-			log.Warn("saving device statuses", "devices", len(sts), "err", err)
+		// In chunks, so that the readings waiting for the write
+		// connection get it between them: a thousand updates in one
+		// transaction would hold every reading back for its whole time.
+		for len(ups) > 0 {
+			n := min(len(ups), statusChunk)
+			sts := make(map[int64]store.DeviceStatus, n)
+			for _, u := range ups[:n] {
+				sts[u.id] = u.st
+			}
+			ups = ups[n:]
+			if err := bs.SetDeviceStatuses(ctx, sts); err != nil && ctx.Err() == nil {
+				log.Warn("saving device statuses", "devices", len(sts), "err", err)
+			}
 		}
 		return
 	}
