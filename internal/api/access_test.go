@@ -422,3 +422,23 @@ func TestLoginThrottle(t *testing.T) {
 		t.Errorf("login after the lockout: %d %s", status, body)
 	}
 }
+
+// Every endpoint refuses an expired session (idle too long) with 401 and
+// the error shape, and changes nothing.
+func TestExpiredSessionEveryRoute(t *testing.T) {
+	tn := newTenancy(t)
+	for _, rt := range routes {
+		if rt.need == rightPublic {
+			continue
+		}
+		c := tn.session(tn.users[whoOrgAdmin], true)
+		tn.clock.advance(DefaultSessionIdle + time.Second)
+		method, path, body := tn.sample(rt.pattern)
+		before := tn.audit.count()
+		status, resp, _ := tn.send(method, path, c, body)
+		expectError(t, rt.pattern+" with an expired session", status, resp, http.StatusUnauthorized, "unauthorized")
+		if tn.audit.count() != before {
+			t.Errorf("%s with an expired session recorded something", rt.pattern)
+		}
+	}
+}
