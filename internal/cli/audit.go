@@ -154,10 +154,10 @@ func verifyAudit(ctx context.Context, e *env, st store.AuditStore, opts audit.Ve
 
 func printOrgReport(e *env, o audit.OrgReport) {
 	if o.Broken {
-		fmt.Fprintf(e.stdout, "%s: BROKEN after %d good entries (see below)\n", audit.OrgName(o.Org), o.Entries)
+		fmt.Fprintf(e.stdout, "%s: BROKEN after %s that verify (see below)\n", audit.OrgName(o.Org), entries(o.Entries))
 		return
 	}
-	fmt.Fprintf(e.stdout, "%s: %d entries", audit.OrgName(o.Org), o.Entries)
+	fmt.Fprintf(e.stdout, "%s: %s", audit.OrgName(o.Org), entries(o.Entries))
 	if o.Entries > 0 {
 		fmt.Fprintf(e.stdout, ", head %s", o.Head.String()[:16])
 	}
@@ -166,8 +166,15 @@ func printOrgReport(e *env, o audit.OrgReport) {
 	}
 	fmt.Fprintln(e.stdout)
 	if n := o.Entries - o.Signed; n > 0 {
-		fmt.Fprintf(e.stdout, "  %d newer entries are not signed yet: until a checkpoint signs them, their change or removal cannot be detected\n", n)
+		fmt.Fprintf(e.stdout, "  %s not signed yet: until a checkpoint signs them, their change or removal cannot be detected\n", entries(n))
 	}
+}
+
+func entries(n int64) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return strconv.FormatInt(n, 10) + " entries"
 }
 
 func listAudit(ctx context.Context, e *env, st store.AuditStore, org string, after int64, limit int, asJSON bool) error {

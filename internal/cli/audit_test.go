@@ -192,7 +192,7 @@ func TestAdminAuditCheckpoint(t *testing.T) {
 	}
 	l.Close()
 	st.Close()
-	if code, out := call(t, runAdminAudit, "verify", "--data", dir); code != exitOK || !strings.Contains(out, "3 newer entries are not signed yet") {
+	if code, out := call(t, runAdminAudit, "verify", "--data", dir); code != exitOK || !strings.Contains(out, "3 entries not signed yet") {
 		t.Fatalf("verify before: %d\n%s", code, out)
 	}
 	if code, out := call(t, runAdminAudit, "checkpoint", "--data", dir); code != exitFailure || !strings.Contains(out, "sealed") {
