@@ -349,12 +349,3 @@ func (a *API) record(ctx context.Context, c *caller, org, action, target, detail
 	}
 	return nil
 }
-
-// orgOfProject is the organisation of a project, for its audit log.
-func (a *API) orgOfProject(ctx context.Context, project string) string {
-	org, err := a.store.ProjectOrg(ctx, project)
-	if err != nil {
-		return ""
-	}
-	return org
-}

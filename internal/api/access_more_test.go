@@ -95,6 +95,9 @@ func TestServiceAccountLifecycle(t *testing.T) {
 	admin = tn.credFor(whoAdmin)
 	status, body, _ = tn.send("POST", "/api/v1/projects/a1/service-accounts", admin,
 		serviceRequest{Name: "second", Role: "viewer", Expires: tn.clock.Now().Add(time.Hour)})
+	if status != http.StatusCreated {
+		t.Fatalf("second account: %d %s", status, body)
+	}
 	mustDo(t, json.Unmarshal(body, &sa))
 	bot = cred{"Authorization": {"Bearer " + sa.Token}}
 	if status, _, _ = tn.send("GET", "/api/v1/projects/a1", bot, nil); status != 200 {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -287,6 +286,3 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) error {
 }
 
 func userTarget(id int64) string { return fmt.Sprintf("user:%d", id) }
-
-// contextWithoutCancel lets an audit record outlive a client that hung up.
-func contextWithoutCancel(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -119,10 +119,3 @@ func TestAdminAccess(t *testing.T) {
 		t.Errorf("acme's audit log: %s, want %s", got, want)
 	}
 }
-
-func mustDo(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
