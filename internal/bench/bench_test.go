@@ -33,7 +33,14 @@ func runSmoke(t *testing.T, cfg Config) *Report {
 	cfg.Smoke = true
 	cfg.Exec = []string{self}
 	cfg.Dir = t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cfg.Progress = testWriter{t}
+	if raceEnabled {
+		// Smaller still: everything runs several times slower.
+		cfg.Relays, cfg.NoMQTT, cfg.Devices, cfg.Duration = []int{1}, true, 20, time.Second
+		cfg.HandshakeDevices, cfg.FleetSizes, cfg.FleetDuration = 50, []int{100}, time.Second
+		cfg.QueryReadings, cfg.QueryDevices, cfg.RecoveryDevices, cfg.Outage = 5000, 10, 8, time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, cfg)
 	if err != nil {
@@ -51,6 +58,14 @@ func runSmoke(t *testing.T, cfg Config) *Report {
 		t.Fatal("no checks ran")
 	}
 	return rep
+}
+
+// testWriter shows the progress lines in the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // TestSmokeAll is what CI runs: every scenario in smoke mode, each

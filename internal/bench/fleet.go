@@ -51,7 +51,10 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 		rate = float64(n) // one reading a second each: enough readings to check in 2 s
 	}
 	fp, conn, err := r.startLoadgenHook(ctx, sys, dir, lgConfig{Targets: []string{sys.srv.UDPAddr()}, Devices: n,
-		Sockets: 16, HandshakeRate: 6000, HandshakeTimeout: 3 * time.Second, HandshakeTries: 10,
+		// Paced near what two cores answer; a long timeout, so that a
+		// response queued behind others is not taken for a loss (an
+		// initiation sent again costs the server a handshake more).
+		Sockets: 16, HandshakeRate: 3000, HandshakeTimeout: 10 * time.Second, HandshakeTries: 30,
 		Window: 4, Rate: rate, Duration: r.cfg.FleetDuration, Drain: 60 * time.Second}, func() {
 		heap1, rss1 = memory()
 		regAt = time.Now()

@@ -138,14 +138,18 @@ func (r *run) insertRef(ctx context.Context, d time.Duration, devices int) (floa
 		return 0, err
 	}
 	seqs := make([]uint64, devices)
-	batch := make([]store.Reading, 0, store.MaxAppend)
+	per := store.MaxAppend
+	if r.cfg.Smoke {
+		per = 1024 // one append must not outlast the smoke run
+	}
+	batch := make([]store.Reading, 0, per)
 	start := time.Now()
 	stop := start.Add(d)
 	var stored int64
 	for i := 0; time.Now().Before(stop) && ctx.Err() == nil; {
 		batch = batch[:0]
 		now := time.Now()
-		for range store.MaxAppend {
+		for range per {
 			k := i % devices
 			seqs[k]++
 			i++
