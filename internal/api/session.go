@@ -171,13 +171,14 @@ func (a *API) clearCookie(w http.ResponseWriter, r *http.Request) {
 // logout ends this session.
 func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r)
-	if c.session != nil {
-		if err := a.store.DeleteSession(r.Context(), c.session.Hash); err != nil {
-			return err
-		}
-		if err := a.record(r.Context(), c, c.user.OrgID, "logout", "", ""); err != nil {
-			return err
-		}
+	if c.session == nil {
+		return invalid("a token has no session to end; revoke the token instead")
+	}
+	if err := a.store.DeleteSession(r.Context(), c.session.Hash); err != nil {
+		return err
+	}
+	if err := a.record(r.Context(), c, c.user.OrgID, "logout", "", ""); err != nil {
+		return err
 	}
 	a.clearCookie(w, r)
 	w.WriteHeader(http.StatusNoContent)
