@@ -73,6 +73,20 @@ type spool struct {
 	newSeg  bool      // segments created since the directory was synced
 	scratch []byte
 	ready   chan struct{} // poked on append
+	// recent keeps a copy of the last appended records, so the sender
+	// reads a record it is about to forward from memory rather than with
+	// two reads of the segment file; the file remains the durable copy
+	// and serves everything older (a backlog, a restart).
+	recent [recentRecords]recentRecord
+}
+
+// recentRecords is the size of the spool's in-memory tail.
+const recentRecords = 4096
+
+type recentRecord struct {
+	seq   uint64
+	valid bool
+	frame []byte
 }
 
 type segment struct {
@@ -315,6 +329,8 @@ func (s *spool) Append(frame []byte) error {
 	}
 	tail.offs = append(tail.offs, uint32(tail.size))
 	tail.size += int64(len(b))
+	rc := &s.recent[s.next%recentRecords]
+	rc.seq, rc.valid, rc.frame = s.next, true, append(rc.frame[:0], frame...)
 	s.next++
 	s.dirty = true
 	if over := int(s.next-s.head) - s.max; over > 0 {
@@ -347,6 +363,9 @@ func (s *spool) Next(seq uint64, buf []byte) (got uint64, frame []byte, ok bool)
 		seq = max(seq, seg.base) // skip a gap left by a lost segment
 		if seq >= seg.end() {
 			return 0, nil, false // only the tail can be empty
+		}
+		if rc := &s.recent[seq%recentRecords]; rc.valid && rc.seq == seq {
+			return seq, append(buf[:0], rc.frame...), true
 		}
 		off := int64(seg.offs[seq-seg.base])
 		frame, err := s.read(seg, off, buf)
