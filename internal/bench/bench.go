@@ -222,12 +222,15 @@ type run struct {
 	scenario string
 }
 
+// ErrConfig marks an invalid Config (a usage error).
+var ErrConfig = errors.New("invalid configuration")
+
 // Run runs the configured scenarios and returns the report. An error means
 // the run could not be set up at all; a scenario that fails is recorded in
 // Report.Failures and the others still run.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.setDefaults(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench: %w: %w", ErrConfig, err)
 	}
 	r := &run{cfg: cfg, log: cfg.Logger, rep: &Report{Started: time.Now().UTC(), Smoke: cfg.Smoke,
 		Commit: gitCommit(), Machine: machine()}}
@@ -286,7 +289,7 @@ func (c *Config) setDefaults() error {
 	}
 	for _, s := range c.Scenarios {
 		if !slices.Contains(Scenarios, s) {
-			return fmt.Errorf("bench: unknown scenario %q (want one of %s)", s, strings.Join(Scenarios, ", "))
+			return fmt.Errorf("unknown scenario %q (want one of %s, or all)", s, strings.Join(Scenarios, ", "))
 		}
 	}
 	def := func(v *int, full, smoke int) {
@@ -329,16 +332,16 @@ func (c *Config) setDefaults() error {
 	}
 	for _, n := range c.Relays {
 		if n < 1 || n > 32 {
-			return errors.New("bench: relays must be 1..32")
+			return errors.New("relays must be 1..32")
 		}
 	}
 	for _, n := range c.FleetSizes {
 		if n < 1 || n > maxFleet {
-			return fmt.Errorf("bench: fleet sizes must be 1..%d", maxFleet)
+			return fmt.Errorf("fleet sizes must be 1..%d", maxFleet)
 		}
 	}
 	if c.Batch > 16 {
-		return errors.New("bench: batch must be 1..16")
+		return errors.New("batch must be 1..16")
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ Examples:
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if rep == nil {
-		if err != nil && strings.Contains(err.Error(), "unknown scenario") {
+		if errors.Is(err, bench.ErrConfig) {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		return err

@@ -1,0 +1,42 @@
+package cli
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestBenchUsage: the bench's own usage errors; the bench itself is tested
+// in internal/bench (TestSmokeAll runs every scenario).
+func TestBenchUsage(t *testing.T) {
+	t.Setenv("SIGNET_BENCH_CHILD", "")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"bench", "--help"}, exitOK, "--smoke runs every scenario"},
+		{[]string{"bench", "warp"}, exitUsage, `unknown scenario "warp"`},
+		{[]string{"bench", "ingest", "--relays", "0"}, exitUsage, "--relays"},
+		{[]string{"bench", "ingest", "--relays", "40"}, exitUsage, "relays must be 1..32"},
+		{[]string{"bench", "--fleet", "x"}, exitUsage, "--fleet"},
+		{[]string{"bench", "child"}, exitUsage, "started by signet bench itself"},
+	} {
+		code, out, errOut := run(t, tc.args...)
+		if code != tc.code || !strings.Contains(out+errOut, tc.want) {
+			t.Errorf("signet %v: exit %d, output %q; want exit %d containing %q", tc.args, code, out+errOut, tc.code, tc.want)
+		}
+	}
+}
+
+func TestIntList(t *testing.T) {
+	got, err := intList("1, 3,10,100_000")
+	if err != nil || !slices.Equal(got, []int{1, 3, 10, 100000}) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	for _, bad := range []string{"0", "-1", "a", "1,,x"} {
+		if _, err := intList(bad); err == nil {
+			t.Errorf("intList(%q) accepted", bad)
+		}
+	}
+}
