@@ -121,6 +121,8 @@ func runAdmin(ctx context.Context, e *env, args []string) error {
   device import-manifest --project ID --manifest FILE --manufacturer-key KEY [--enable]
   device disable|enable --id N
   ca init | ca rotate | ca crl | ca status   (Signet's PKI; docs/pki.md)
+  audit verify | audit list | audit checkpoint
+                                             (the hash-chained audit log; docs/audit.md)
   relay add --id ID                          (one-time enrolment token for "signet relay enroll")
   relay add --id ID --out DIR                (development: certificate, key and CA written here)
   relay revoke --id ID | relay certs         (revoke every certificate of a relay; list them)
@@ -152,6 +154,8 @@ applies them within two seconds (a disabled device or relay is cut off).
 			}
 		case "ca":
 			return runAdminCA(ctx, e, args[1:])
+		case "audit":
+			return runAdminAudit(ctx, e, args[1:])
 		case "relay":
 			if len(args) > 1 && (args[1] == "add" || args[1] == "revoke" || args[1] == "certs") {
 				return runAdminRelay(ctx, e, args[1], args[2:])

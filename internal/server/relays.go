@@ -334,7 +334,11 @@ func (a *Admin) CA() *pki.CA { return a.ca }
 // AddRelayToken registers a relay and makes a one-time enrolment token
 // for it (see Server.AddRelayToken).
 func (a *Admin) AddRelayToken(ctx context.Context, id string, ttl time.Duration) (RelayToken, error) {
-	return AddRelayToken(ctx, a.store, a.ca, id, ttl)
+	tok, err := AddRelayToken(ctx, a.store, a.ca, id, ttl)
+	if err != nil {
+		return tok, err
+	}
+	return tok, a.Record(ctx, store.DefaultOrg, "relay.token", "relay:"+id, "enrolment token, expires "+tok.Expires.UTC().Format(time.RFC3339))
 }
 
 // RevokeRelay revokes the relay's certificates and tokens. A running
@@ -344,5 +348,9 @@ func (a *Admin) RevokeRelay(ctx context.Context, id string, reason int) ([]pki.R
 	if _, err := a.store.Relay(ctx, id); err != nil {
 		return nil, err
 	}
-	return a.ca.RevokeRelay(id, reason)
+	revoked, err := a.ca.RevokeRelay(id, reason)
+	if err != nil {
+		return revoked, err
+	}
+	return revoked, a.Record(ctx, store.DefaultOrg, "relay.revoke", "relay:"+id, fmt.Sprintf("%d certificates revoked, reason %d", len(revoked), reason))
 }

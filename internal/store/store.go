@@ -28,6 +28,11 @@ var (
 // every device's acknowledgement) for long.
 const MaxAppend = 16384
 
+// SealedKindSuffix ends the kind of a session state (SaveSessionState) that
+// is a secrets envelope sealed under the master key: RewrapSecrets rewraps
+// those, and leaves other kinds alone.
+const SealedKindSuffix = ".sealed"
+
 // Project groups devices; the live stream and most queries are per project.
 type Project struct {
 	ID      string // short random id, chosen by the caller
