@@ -95,10 +95,18 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// recCommander records the commands the API sends.
+// recCommander records the commands and configurations the API sends.
 type recCommander struct {
-	mu   sync.Mutex
-	sent []wire.Command
+	mu      sync.Mutex
+	sent    []wire.Command
+	configs []wire.Config
+}
+
+func (c *recCommander) SendConfig(ctx context.Context, id int64, cfg wire.Config) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.configs = append(c.configs, cfg)
+	return nil
 }
 
 func (c *recCommander) SendCommand(ctx context.Context, id int64, cmd wire.Command) error {

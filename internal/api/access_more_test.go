@@ -199,6 +199,7 @@ func TestRemoteAccessCommands(t *testing.T) {
 	tn := newTenancy(t)
 	dev := tn.credFor(whoDeveloper)
 	cmdPath := "/api/v1/devices/" + itoa(tn.adev) + "/commands"
+	cfgPath := "/api/v1/devices/" + itoa(tn.adev) + "/config"
 	cmd := commandRequest{ID: 7, Name: "calibrate", Args: map[string]string{"offset": "0.5"}}
 	for _, mode := range []string{store.RemoteOff, store.RemoteReadOnly} {
 		if mode != store.RemoteOff {
@@ -213,6 +214,8 @@ func TestRemoteAccessCommands(t *testing.T) {
 		if !strings.Contains(string(body), mode) || !strings.Contains(string(body), "read-write") {
 			t.Errorf("the refusal is not clear: %s", body)
 		}
+		status, body, _ = tn.send("PUT", cfgPath, dev, configRequest{ReportInterval: 30})
+		expectError(t, "configuration with remote access "+mode, status, body, http.StatusForbidden, "forbidden")
 	}
 	// A developer cannot open remote access; an admin can.
 	status, _, _ := tn.send("PUT", "/api/v1/devices/"+itoa(tn.adev)+"/remote-access", dev, remoteAccessRequest{Mode: "read-write"})
@@ -223,9 +226,15 @@ func TestRemoteAccessCommands(t *testing.T) {
 	if status, body, _ := tn.send("POST", cmdPath, dev, cmd); status != http.StatusAccepted {
 		t.Fatalf("command with read-write access: %d %s", status, body)
 	}
+	if status, body, _ := tn.send("PUT", cfgPath, dev, configRequest{ReportInterval: 30, Settings: map[string]string{"unit": "C"}}); status != http.StatusAccepted {
+		t.Fatalf("configuration with read-write access: %d %s", status, body)
+	}
 	tn.cmd.mu.Lock()
-	sent := tn.cmd.sent
+	sent, configs := tn.cmd.sent, tn.cmd.configs
 	tn.cmd.mu.Unlock()
+	if len(configs) != 1 || configs[0].ReportInterval != 30 || configs[0].Settings["unit"] != "C" || configs[0].Version == 0 {
+		t.Errorf("configurations sent: %+v", configs)
+	}
 	if len(sent) != 1 || sent[0].Name != "calibrate" || sent[0].ID != 7 || !reflect.DeepEqual(sent[0].Args, cmd.Args) {
 		t.Errorf("sent %+v", sent)
 	}
@@ -296,7 +305,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, v := range []any{&loginRequest{}, &signupRequest{}, &codeRequest{}, &memberRequest{}, &serviceRequest{},
 			&remoteAccessRequest{}, &commandRequest{}, &allowWriteRequest{}, &orgRequest{}, &inviteRequest{},
-			&staffGrantRequest{}, &projectRequest{}} {
+			&staffGrantRequest{}, &projectRequest{}, &configRequest{}} {
 			err := decodeJSON(b, v)
 			if err != nil {
 				var ae *apiError

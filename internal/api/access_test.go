@@ -66,6 +66,8 @@ func (tn *tenancy) sample(pattern string) (method, path string, body any) {
 		body = remoteAccessRequest{Mode: store.RemoteReadWrite}
 	case "POST /api/v1/devices/{id}/commands":
 		body = commandRequest{ID: 1, Name: "reboot"}
+	case "PUT /api/v1/devices/{id}/config":
+		body = configRequest{ReportInterval: 60}
 	case "POST /api/v1/orgs":
 		body = orgRequest{ID: fmt.Sprintf("org-%d", tn.seq), Name: "New"}
 	case "POST /api/v1/orgs/{org}/projects":

@@ -176,6 +176,7 @@ var routes = []route{
 	{"POST /api/v1/devices/{id}/enable", rightOperate, (*API).enableDevice},
 	{"PUT /api/v1/devices/{id}/remote-access", rightManage, (*API).setRemoteAccess},
 	{"POST /api/v1/devices/{id}/commands", rightOperate, (*API).sendCommand},
+	{"PUT /api/v1/devices/{id}/config", rightOperate, (*API).sendConfig},
 	{"GET /api/v1/relays", rightSignedIn, (*API).listRelays},
 
 	{"POST /api/v1/orgs", rightInstall, (*API).createOrg},

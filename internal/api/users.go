@@ -41,7 +41,7 @@ func (a *API) createOrg(w http.ResponseWriter, r *http.Request) error {
 	if !idPattern.MatchString(req.ID) || len(req.Name) > maxField {
 		return invalid("id must be 1 to 63 lower-case letters, digits and dashes")
 	}
-	o := store.Org{ID: req.ID, Name: cmpOr(req.Name, req.ID), Created: a.now()}
+	o := store.Org{ID: req.ID, Name: cmpOr(req.Name, req.ID), Created: a.now().Truncate(time.Millisecond)}
 	if err := a.store.CreateOrg(r.Context(), o); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return conflict("an organisation with this id exists")
@@ -70,7 +70,7 @@ func (a *API) createProject(w http.ResponseWriter, r *http.Request) error {
 		return invalid("id must be 1 to 63 lower-case letters, digits and dashes")
 	}
 	org := r.PathValue("org")
-	p := store.Project{ID: req.ID, Name: cmpOr(req.Name, req.ID), Created: a.now()}
+	p := store.Project{ID: req.ID, Name: cmpOr(req.Name, req.ID), Created: a.now().Truncate(time.Millisecond)}
 	if err := a.store.CreateProjectIn(r.Context(), org, p); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return conflict("a project with this id exists")

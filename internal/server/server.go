@@ -390,6 +390,16 @@ func (s *Server) SendCommand(ctx context.Context, id int64, c wire.Command) erro
 	return s.ingest.Send(ctx, d.PublicKey, &wire.Message{Command: &c})
 }
 
+// SendConfig sends a configuration change to a device over its live
+// session (the API checks the device's remote access first).
+func (s *Server) SendConfig(ctx context.Context, id int64, c wire.Config) error {
+	d, err := s.store.Device(ctx, id)
+	if err != nil {
+		return err
+	}
+	return s.ingest.Send(ctx, d.PublicKey, &wire.Message{Config: &c})
+}
+
 // revoked drops a revoked device from ingest (called for this node's own
 // revocations and for every node's through the bus).
 func (s *Server) revoked(key []byte) {
