@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -100,6 +101,7 @@ type recCommander struct {
 	mu      sync.Mutex
 	sent    []wire.Command
 	configs []wire.Config
+	offline bool
 }
 
 func (c *recCommander) SendConfig(ctx context.Context, id int64, cfg wire.Config) error {
@@ -112,6 +114,9 @@ func (c *recCommander) SendConfig(ctx context.Context, id int64, cfg wire.Config
 func (c *recCommander) SendCommand(ctx context.Context, id int64, cmd wire.Command) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.offline {
+		return fmt.Errorf("ingest: %w", ErrDeviceOffline)
+	}
 	c.sent = append(c.sent, cmd)
 	return nil
 }

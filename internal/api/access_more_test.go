@@ -238,9 +238,15 @@ func TestRemoteAccessCommands(t *testing.T) {
 	if len(sent) != 1 || sent[0].Name != "calibrate" || sent[0].ID != 7 || !reflect.DeepEqual(sent[0].Args, cmd.Args) {
 		t.Errorf("sent %+v", sent)
 	}
+	// A device without a session now: try again later.
+	tn.cmd.mu.Lock()
+	tn.cmd.offline = true
+	tn.cmd.mu.Unlock()
+	status, body, _ := tn.send("POST", cmdPath, dev, cmd)
+	expectError(t, "command to a device not connected", status, body, http.StatusConflict, "conflict")
 	// Communication is off until the device is enabled.
 	mustDo(t, tn.store.SetDeviceEnabled(t.Context(), tn.adev, false))
-	status, body, _ := tn.send("POST", cmdPath, dev, cmd)
+	status, body, _ = tn.send("POST", cmdPath, dev, cmd)
 	expectError(t, "command to a disabled device", status, body, http.StatusForbidden, "forbidden")
 }
 

@@ -2,12 +2,25 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/wire"
 )
+
+// ErrDeviceOffline is what a Commander returns when the device has no
+// session to send on; the client is told to retry later (409).
+var ErrDeviceOffline = errors.New("device not connected")
+
+// offline turns a Commander's error into the client's.
+func offline(err error) error {
+	if errors.Is(err, ErrDeviceOffline) {
+		return conflict("the device is not connected now: retry when it is (see its connected and last_seen)")
+	}
+	return err
+}
 
 // Commander delivers commands and configuration to a device over its
 // session. The server implements it with ingest; nil answers 503.
@@ -106,7 +119,7 @@ func (a *API) sendCommand(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := a.commander.SendCommand(r.Context(), d.ID, wire.Command{ID: req.ID, Name: req.Name, Args: req.Args}); err != nil {
-		return err
+		return offline(err)
 	}
 	if err := a.record(r.Context(), callerOf(r), projectOf(r).OrgID, "device.command", deviceTarget(d), req.Name); err != nil {
 		return err
@@ -142,7 +155,7 @@ func (a *API) sendConfig(w http.ResponseWriter, r *http.Request) error {
 	c := wire.Config{Version: uint64(a.now().UnixMilli()), ReportInterval: req.ReportInterval, RekeyAfter: req.RekeyAfter,
 		Repeat: req.Repeat, Settings: req.Settings}
 	if err := a.commander.SendConfig(r.Context(), d.ID, c); err != nil {
-		return err
+		return offline(err)
 	}
 	if err := a.record(r.Context(), callerOf(r), projectOf(r).OrgID, "device.config", deviceTarget(d), ""); err != nil {
 		return err

@@ -387,7 +387,15 @@ func (s *Server) SendCommand(ctx context.Context, id int64, c wire.Command) erro
 	if err != nil {
 		return err
 	}
-	return s.ingest.Send(ctx, d.PublicKey, &wire.Message{Command: &c})
+	return sendErr(s.ingest.Send(ctx, d.PublicKey, &wire.Message{Command: &c}))
+}
+
+// sendErr tells the API a device that cannot be reached now.
+func sendErr(err error) error {
+	if errors.Is(err, ingest.ErrNoSession) || errors.Is(err, ingest.ErrUnknownDevice) {
+		return fmt.Errorf("%w: %w", api.ErrDeviceOffline, err)
+	}
+	return err
 }
 
 // SendConfig sends a configuration change to a device over its live
@@ -397,7 +405,7 @@ func (s *Server) SendConfig(ctx context.Context, id int64, c wire.Config) error 
 	if err != nil {
 		return err
 	}
-	return s.ingest.Send(ctx, d.PublicKey, &wire.Message{Config: &c})
+	return sendErr(s.ingest.Send(ctx, d.PublicKey, &wire.Message{Config: &c}))
 }
 
 // revoked drops a revoked device from ingest (called for this node's own
