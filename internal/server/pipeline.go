@@ -120,12 +120,15 @@ func (p *pipeline) batch(ctx context.Context) {
 		if n == 0 {
 			return
 		}
-		a := cur
-		cur, n = store.Append{}, 0
-		if err := p.bus.Publish(ctx, &a); err != nil {
+		if err := p.bus.Publish(ctx, &cur); err != nil {
 			p.log.Warn("publishing uplinks failed; devices will resend", "err", err)
-			p.settle(a.Readings, false)
+			p.settle(cur.Readings, false)
 		}
+		// Publish encoded the batch: its slices are reused, cleared so
+		// they keep nothing alive.
+		clear(cur.Readings)
+		clear(cur.Hearings)
+		cur.Readings, cur.Hearings, n = cur.Readings[:0], cur.Hearings[:0], 0
 	}
 	for {
 		select {
@@ -154,33 +157,52 @@ func (p *pipeline) batch(ctx context.Context) {
 // Batches are merged into as few store appends as store.MaxAppend allows;
 // one bus batch alone is never larger (the publisher flushes at maxBatch).
 func (p *pipeline) write(ctx context.Context, batches []*store.Append) error {
-	var all store.Append
-	commit := func() error {
-		if len(all.Readings)+len(all.Hearings) == 0 {
-			return nil
-		}
-		inserted, err := p.store.AppendReadings(ctx, all)
-		if err != nil {
-			return err
-		}
-		if len(inserted) > 0 && p.feed != nil {
-			p.feed.Publish(inserted)
-		}
-		// Duplicates the store skipped are stored too: acknowledge them all.
-		p.settle(all.Readings, true)
-		all = store.Append{}
-		return nil
+	if len(batches) == 1 { // nothing to merge
+		return p.commit(ctx, *batches[0])
 	}
-	for _, a := range batches {
+	// Merge into one append (copying each reading once), cut where
+	// store.MaxAppend says.
+	var all store.Append
+	grow := func(from int) {
+		nr, nh := 0, 0
+		for _, a := range batches[from:] {
+			if nr+nh+len(a.Readings)+len(a.Hearings) > store.MaxAppend {
+				break
+			}
+			nr, nh = nr+len(a.Readings), nh+len(a.Hearings)
+		}
+		all = store.Append{Readings: make([]store.Reading, 0, nr), Hearings: make([]store.LateHearing, 0, nh)}
+	}
+	grow(0)
+	for i, a := range batches {
 		if len(all.Readings)+len(all.Hearings)+len(a.Readings)+len(a.Hearings) > store.MaxAppend {
-			if err := commit(); err != nil {
+			if err := p.commit(ctx, all); err != nil {
 				return err
 			}
+			grow(i)
 		}
 		all.Readings = append(all.Readings, a.Readings...)
 		all.Hearings = append(all.Hearings, a.Hearings...)
 	}
-	return commit()
+	return p.commit(ctx, all)
+}
+
+// commit stores one append, then feeds the live stream and acknowledges
+// the devices.
+func (p *pipeline) commit(ctx context.Context, all store.Append) error {
+	if len(all.Readings)+len(all.Hearings) == 0 {
+		return nil
+	}
+	inserted, err := p.store.AppendReadings(ctx, all)
+	if err != nil {
+		return err
+	}
+	if len(inserted) > 0 && p.feed != nil {
+		p.feed.Publish(inserted)
+	}
+	// Duplicates the store skipped are stored too: acknowledge them all.
+	p.settle(all.Readings, true)
+	return nil
 }
 
 // settle reports readings to ingest grouped by device.
