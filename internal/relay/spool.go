@@ -59,6 +59,7 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type spool struct {
+	syncMu  sync.Mutex // held by Sync, outside mu
 	mu      sync.Mutex
 	dir     string
 	lock    *os.File // the directory, held open for the lock and directory syncs
@@ -428,10 +429,54 @@ func (s *spool) Dropped() uint64 {
 
 // Sync makes appends durable (when anything is still pending: acknowledged
 // records need no fsync) and saves the state if it changed.
+//
+// The fsyncs run without the spool's lock: Append and Next go on
+// meanwhile, where holding it stalled every uplink of the relay for as long
+// as the disk took (tens of milliseconds on a busy one, once a second).
+// Records appended during the fsyncs stay dirty for the next Sync.
 func (s *spool) Sync() error {
+	s.syncMu.Lock() // one Sync at a time
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	if s.lock == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	var files []*os.File
+	var dir *os.File
+	if s.dirty && s.next > s.head {
+		for _, seg := range s.segs {
+			if seg.end() > s.head { // segments fully acknowledged need no sync
+				files = append(files, seg.f)
+			}
+		}
+		if s.newSeg {
+			dir, s.newSeg = s.lock, false
+		}
+		s.dirty = false
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, f := range files {
+		// A segment collected meanwhile was acknowledged: nothing to keep.
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if dir != nil {
+		if err := syncDir(dir); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.syncLocked()
+	if s.lock != nil {
+		errs = append(errs, s.saveStateLocked())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("relay: spool sync: %w", err)
+	}
+	return nil
 }
 
 func (s *spool) syncLocked() error {
@@ -451,19 +496,27 @@ func (s *spool) syncLocked() error {
 		}
 		s.dirty = false
 	}
-	if cur := [2]uint64{s.head, s.dropped}; cur != s.saved {
-		name := filepath.Join(s.dir, stateName)
-		if err := os.WriteFile(name+".tmp", encodeSpoolState(s.head, s.dropped), 0o600); err != nil {
-			errs = append(errs, err)
-		} else if err := os.Rename(name+".tmp", name); err != nil {
-			errs = append(errs, err)
-		} else {
-			s.saved = cur
-		}
-	}
+	errs = append(errs, s.saveStateLocked())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("relay: spool sync: %w", err)
 	}
+	return nil
+}
+
+// saveStateLocked writes the head and drop count if they changed.
+func (s *spool) saveStateLocked() error {
+	cur := [2]uint64{s.head, s.dropped}
+	if cur == s.saved {
+		return nil
+	}
+	name := filepath.Join(s.dir, stateName)
+	if err := os.WriteFile(name+".tmp", encodeSpoolState(s.head, s.dropped), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(name+".tmp", name); err != nil {
+		return err
+	}
+	s.saved = cur
 	return nil
 }
 
