@@ -446,3 +446,19 @@ func TestExpiredSessionEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+// A user's sessions are bounded: logging in again ends the least recently
+// used beyond maxSessions.
+func TestSessionsBounded(t *testing.T) {
+	tn := newTenancy(t)
+	const email, password = "fay@example.com", "plum orchard kettle 42"
+	id := tn.signUp(email, password, "viewer")
+	mustDo(t, tn.store.SetUserStatus(t.Context(), id, store.UserActive))
+	first, _, _, _ := tn.login(email, password)
+	for range maxSessions {
+		tn.clock.advance(time.Second)
+		tn.login(email, password)
+	}
+	status, body, _ := tn.send("GET", "/api/v1/me", first, nil)
+	expectError(t, "the oldest session beyond the bound", status, body, http.StatusUnauthorized, "unauthorized")
+}

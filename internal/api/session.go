@@ -12,6 +12,10 @@ import (
 	"github.com/signet-io/signet/internal/store"
 )
 
+// maxSessions bounds a user's sessions: logging in again ends the least
+// recently used beyond it.
+const maxSessions = 20
+
 // maxField bounds every string a client sends in a body (names, emails,
 // passwords) beyond the body bound.
 const maxField = 256
@@ -126,6 +130,9 @@ func (a *API) startSession(w http.ResponseWriter, r *http.Request, u store.User,
 	ss := store.Session{Hash: hash, UserID: u.ID, Created: now, LastSeen: now, Expires: now.Add(a.lifetime)}
 	if err := a.store.CreateSession(ctx, ss); err != nil {
 		return fmt.Errorf("create session: %w", err)
+	}
+	if err := a.store.PruneSessions(ctx, u.ID, now, now.Add(-a.idle), maxSessions); err != nil {
+		return err
 	}
 	if err := a.record(ctx, &caller{source: source(r), user: &u}, u.OrgID, "login.success", "", how); err != nil {
 		return err

@@ -275,6 +275,10 @@ type Access interface {
 	DeleteSession(ctx context.Context, hash []byte) error
 	// DeleteUserSessions ends every session of a user (logout everywhere).
 	DeleteUserSessions(ctx context.Context, userID int64) error
+	// PruneSessions deletes a user's sessions that ended (absolute expiry
+	// at or before now, or idle since idleBefore) and all but the keep
+	// most recently used others, so that sessions stay bounded.
+	PruneSessions(ctx context.Context, userID int64, now, idleBefore time.Time, keep int) error
 
 	CreateServiceAccount(ctx context.Context, a ServiceAccount) (int64, error)
 	ServiceAccountByHash(ctx context.Context, hash []byte) (ServiceAccount, error)

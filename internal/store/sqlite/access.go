@@ -700,6 +700,17 @@ func (s *Store) DeleteUserSessions(ctx context.Context, userID int64) error {
 	return nil
 }
 
+func (s *Store) PruneSessions(ctx context.Context, userID int64, now, idleBefore time.Time, keep int) error {
+	_, err := s.w.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ? AND (expires <= ? OR last_seen <= ?
+		OR hash NOT IN (SELECT hash FROM sessions WHERE user_id = ? AND expires > ? AND last_seen > ?
+			ORDER BY last_seen DESC, created DESC LIMIT ?))`,
+		userID, millis(now), millis(idleBefore), userID, millis(now), millis(idleBefore), keep)
+	if err != nil {
+		return fmt.Errorf("sqlite: prune sessions of user %d: %w", userID, err)
+	}
+	return nil
+}
+
 // ---- Service accounts ----
 
 const serviceCols = `id, project_id, name, role, hash, created, expires, revoked, last_used, may_write`

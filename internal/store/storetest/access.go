@@ -486,6 +486,34 @@ func testSessions(t *testing.T, s store.Store) {
 	}
 	_, err = s.SessionByHash(ctx, []byte("h2"))
 	wantErr(t, err, store.ErrNotFound, "a session after logout everywhere")
+
+	// Pruning: ended sessions go, and all but the most recently used.
+	for i, c := range []struct {
+		last, expires int
+	}{{10, 1000}, {20, 1000}, {30, 1000}, {40, 50}, {5, 1000}} {
+		if err := s.CreateSession(ctx, store.Session{Hash: []byte{byte(i)}, UserID: tn.acmeDev, Created: at(0),
+			LastSeen: at(c.last), Expires: at(c.expires)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := store.Session{Hash: []byte("other"), UserID: tn.acmeAdmin, Created: at(0), LastSeen: at(1), Expires: at(2)}
+	if err := s.CreateSession(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	// At 60: session 3 has expired; session 4 was idle since before 8;
+	// of 0, 1, 2 the two most recent stay.
+	if err := s.PruneSessions(ctx, tn.acmeDev, at(60), at(8), 2); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, true, true, false, false} {
+		_, err := s.SessionByHash(ctx, []byte{byte(i)})
+		if (err == nil) != want {
+			t.Errorf("session %d after pruning: %v, want kept=%v", i, err, want)
+		}
+	}
+	if _, err := s.SessionByHash(ctx, []byte("other")); err != nil {
+		t.Errorf("another user's session was pruned: %v", err)
+	}
 }
 
 func testInvitations(t *testing.T, s store.Store) {
