@@ -152,6 +152,11 @@ func TestStaffGrant(t *testing.T) {
 	if status != http.StatusNotFound {
 		t.Errorf("a grant of a1 reads a2: %d", status)
 	}
+	// A grant reaches the project, not the organisation's log.
+	status, _, _ = tn.send("GET", "/api/v1/orgs/acme/audit", staff, nil)
+	if status != http.StatusNotFound {
+		t.Errorf("staff with a project grant read the organisation's log: %d", status)
+	}
 	// The customer sees every staff access in its log.
 	_, body, _ = tn.send("GET", "/api/v1/orgs/acme/audit", tn.credFor(whoViewer), nil)
 	var page auditPage

@@ -225,7 +225,8 @@ type Access interface {
 	ScopedReadings(ctx context.Context, p Principal, q ReadingQuery) ([]Reading, error)
 	ScopedRelays(ctx context.Context, p Principal) ([]RelayInfo, error)
 	// OrgAccess tells whether the principal administers the organisation;
-	// an organisation it has nothing to do with is ErrNotFound.
+	// an organisation it has nothing to do with (staff with a grant to one
+	// of its projects included) is ErrNotFound.
 	OrgAccess(ctx context.Context, p Principal, orgID string) (admin bool, err error)
 
 	// DeviceRemoteAccess and SetDeviceRemoteAccess keep a device's remote

@@ -288,8 +288,9 @@ func (s *Store) OrgAccess(ctx context.Context, p store.Principal, orgID string) 
 	}
 	if !admin {
 		q, args := access(p)
+		// A staff grant reaches one project, not the organisation.
 		err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM projects
-			WHERE org_id = ? AND id IN (SELECT project_id FROM (`+q+`)))`, append([]any{orgID}, args...)...).Scan(&member)
+			WHERE org_id = ? AND id IN (SELECT project_id FROM (`+q+`) WHERE staff = 0))`, append([]any{orgID}, args...)...).Scan(&member)
 		if err != nil {
 			return false, fmt.Errorf("sqlite: org access: %w", err)
 		}

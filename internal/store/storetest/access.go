@@ -286,6 +286,8 @@ func testStaffGrants(t *testing.T, s store.Store) {
 	if err != nil || len(ps) != 1 || ps[0].ID != "a2" || ps[0].Role != store.RoleViewer || !ps[0].Staff {
 		t.Fatalf("staff during a read-only grant: %+v, %v", ps, err)
 	}
+	_, err = s.OrgAccess(ctx, during, "acme")
+	wantErr(t, err, store.ErrNotFound, "OrgAccess of staff with a project grant")
 	if rs, _ := s.ScopedReadings(ctx, during, store.ReadingQuery{ProjectID: "a2"}); len(rs) != 1 {
 		t.Errorf("staff read %d readings of the granted project", len(rs))
 	}
