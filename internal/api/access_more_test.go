@@ -2,12 +2,15 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/signet-io/signet/internal/audit"
 	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/store/sqlite"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -403,4 +407,36 @@ func TestAuditLogThroughAPI(t *testing.T) {
 	if rep, err := audit.VerifyRecords("default", recs, cs, cps.PublicKey); err == nil && len(rep.Problems) == 0 {
 		t.Error("an altered record verifies")
 	}
+}
+
+// FuzzCredentials feeds the credential parser (Authorization header and
+// session cookie) arbitrary values: each is refused as unauthorized, never
+// a crash or a server error, and never echoed.
+func FuzzCredentials(f *testing.F) {
+	for _, s := range []string{"Bearer sgt_x", "Bearer sgs_" + strings.Repeat("A", 43), "bearer  sgt_", "Basic x",
+		"sgc_abc", "Bearer", "", "Bearer sgs_\x00"} {
+		f.Add(s, s)
+	}
+	s, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "signet.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	a := New(Config{Store: s})
+	f.Fuzz(func(t *testing.T, authz, cookie string) {
+		r := httptest.NewRequest("POST", "/api/v1/me", nil)
+		if authz != "" {
+			r.Header["Authorization"] = []string{authz}
+		}
+		if cookie != "" {
+			r.Header["Cookie"] = []string{sessionCookie + "=" + cookie}
+		}
+		c, err := a.authenticate(r)
+		if c != nil || err == nil {
+			t.Fatalf("%q / %q authenticated", authz, cookie)
+		}
+		if status, _, _ := errorKind(err); status != http.StatusUnauthorized {
+			t.Fatalf("%q / %q: %v (%d), want 401", authz, cookie, err, status)
+		}
+	})
 }
