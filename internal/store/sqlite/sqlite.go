@@ -153,7 +153,11 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 	if err := s.r.PingContext(ctx); err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
-	s.ckpt, err = sql.Open("sqlite", abs+"?"+common+"&_synchronous=FULL")
+	// The checkpointer waits at most ckptBusy for the writer and readers:
+	// a truncating checkpoint holds the write lock while it waits for
+	// readers, and a long API query must not stall ingest behind it. A
+	// checkpoint that gives up is tried again a second later.
+	s.ckpt, err = sql.Open("sqlite", fmt.Sprintf("%s?_busy_timeout=%d&_foreign_keys=1&_synchronous=FULL", abs, ckptBusy.Milliseconds()))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
@@ -178,6 +182,7 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 // which bounds the file (and the time readers spend searching it).
 const (
 	ckptEvery         = time.Second
+	ckptBusy          = 100 * time.Millisecond
 	ckptTruncatePages = 16384 // 64 MiB of 4 KiB pages
 )
 
