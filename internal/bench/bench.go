@@ -57,8 +57,11 @@ const (
 	DefaultQueryReadings  = 1_000_000
 	DefaultQueryDevices   = 1000
 	DefaultOutage         = 10 * time.Second
-	DefaultFleetRate      = 1.0 / 60 // readings per second per fleet device
-	DefaultFleetDuration  = 15 * time.Second
+	// DefaultFleetPeriod is how often each fleet device sends: the load
+	// generator visits its devices in turn, so a pass over the fleet takes
+	// this long whatever the fleet's size; the first pass is the warm-up.
+	DefaultFleetPeriod = 10 * time.Second
+	DefaultFleetDuration  = 30 * time.Second
 	DefaultQueryClients   = 4
 	DefaultRecoveryFleet  = 200
 	DefaultHandshakeFleet = 4000
@@ -73,7 +76,7 @@ var DefaultRelays = []int{1, 3, 10}
 // handshaking each device costs about eight X25519 operations between the
 // server and the load generator. The steps, 100,000 and
 // 1,000,000, take minutes: ask for them with --fleet 100000,1000000.
-var DefaultFleetSizes = []int{50_000}
+var DefaultFleetSizes = []int{20_000}
 
 // Config configures a run. The zero value of every field is a working
 // default (the scenario's full size); Smoke shrinks every size.

@@ -46,10 +46,12 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 	r.prog.setLive(Fleet, label+": generating keys, registering, handshaking", func() string {
 		return fmt.Sprintf("(%d sessions)", sys.srv.Ingest().Stats().Handshakes.Load())
 	})
-	rate := float64(n) * DefaultFleetRate
+	period := DefaultFleetPeriod
 	if r.cfg.Smoke {
-		rate = float64(n) // one reading a second each: enough readings to check in 2 s
+		period = r.cfg.FleetDuration / 2
 	}
+	period = min(period, r.cfg.FleetDuration/2)
+	rate := float64(n) / period.Seconds()
 	fp, conn, err := r.startLoadgenHook(ctx, sys, dir, lgConfig{Targets: []string{sys.srv.UDPAddr()}, Devices: n,
 		// Paced near what two cores answer; a long timeout, so that a
 		// response queued behind others is not taken for a loss (an
@@ -67,7 +69,9 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 	heap2, rss2 := memory()
 	perDev := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(n) }
 
-	// Low-rate traffic, memory sampled (after a collection) five times.
+	// Low-rate traffic; the memory sampled (after a collection) at the end
+	// of the first pass over the fleet (the warm-up: every device's first
+	// reading creates its per-device state) and four times after.
 	type sample struct {
 		at        time.Duration
 		heap, rss uint64
@@ -77,8 +81,8 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := 1; i <= 5; i++ {
-			sleepUntil(ctx, start.Add(r.cfg.FleetDuration*time.Duration(i)/5))
+		for i := range 5 {
+			sleepUntil(ctx, start.Add(period+(r.cfg.FleetDuration-period)*time.Duration(i)/4))
 			if ctx.Err() != nil {
 				return
 			}
@@ -112,10 +116,10 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 	r.figure(Figure{Name: fmt.Sprintf("server live heap per registered device, %s", label), Value: perDev(heap0, heap1), Unit: "bytes",
 		Note: fmt.Sprintf("registry entry before any session; RSS %d → %d MiB", rss0>>20, rss1>>20)})
 	r.figure(Figure{Name: fmt.Sprintf("stored readings, %s at a low rate", label), Value: float64(stored) / elapsed.Seconds(), Unit: "readings/s",
-		Note: fmt.Sprintf("target rate %.0f/s (each device every %.0f s); %d stored in %v", rate, float64(n)/rate, stored, elapsed.Round(time.Millisecond))})
+		Note: fmt.Sprintf("paced at %.0f/s (each device once every %v) for %v; %d stored in %v, until the last was stored", rate, period, r.cfg.FleetDuration, stored, elapsed.Round(time.Millisecond))})
 	if len(samples) >= 3 {
-		// Warm-up: the first sample; growth from the second to the last.
-		a, b := samples[1], samples[len(samples)-1]
+		// From the end of the warm-up to the end.
+		a, b := samples[0], samples[len(samples)-1]
 		growth := perDev(a.heap, b.heap)
 		r.figure(Figure{Name: fmt.Sprintf("heap growth after warm-up, %s", label), Value: growth, Unit: "bytes/device",
 			Target: "≈ 0 (flat)", Met: boolp(math.Abs(growth) <= 0.05*perDev(heap1, heap2)+16),
