@@ -920,9 +920,13 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 				s.settle(d, fresh, false)
 				return
 			}
-			ev.Raw = make([][]byte, len(idx))
-			for i, j := range idx {
-				ev.Raw[i] = raws[j]
+			if len(idx) == len(raws) {
+				ev.Raw = raws // every reading is new: positions are the same
+			} else {
+				ev.Raw = make([][]byte, len(idx))
+				for i, j := range idx {
+					ev.Raw[i] = raws[j]
+				}
 			}
 		}
 		if ss.epoch {
@@ -1001,8 +1005,8 @@ func (s *Server) dedup(d *device, b *wire.ReadingBatch) ([]wire.Reading, []int, 
 		}
 		s.advanceLocked(d)
 	}
-	var out []wire.Reading
-	var idx []int
+	out := make([]wire.Reading, 0, len(b.Readings))
+	idx := make([]int, 0, len(b.Readings))
 	var dups []uint64
 	for i, r := range b.Readings {
 		if _, seen := d.pending[r.Seq]; seen || r.Seq <= d.contig {
