@@ -103,11 +103,11 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	// The hub cuts a subscriber that falls a buffer behind (a commit can
 	// be bigger than the buffer); readings published meanwhile have no
 	// sample. Wait for the last deliveries, not for a count.
-	waitQuiet(ctx, 10*time.Second, func() int64 { return hub.n.Load() }, res.stored)
+	waitQuiet(ctx, 10*time.Second, time.Second, func() int64 { return hub.n.Load() }, res.stored)
 	hub.stop()
 	res.durable, res.cuts = hub.lat.percentiles(), hub.cut.Load()
 	if sse != nil {
-		waitQuiet(ctx, 60*time.Second, func() int64 { return sse.n.Load() }, res.stored)
+		waitQuiet(ctx, 60*time.Second, 5*time.Second, func() int64 { return sse.n.Load() }, res.stored)
 		sse.stop()
 		res.sse, res.sseN, res.sseDups = sse.lat.percentiles(), sse.n.Load(), sse.dups.Load()
 	}
@@ -254,9 +254,9 @@ func sleepUntil(ctx context.Context, t time.Time) {
 
 func removeAll(dir string) { _ = os.RemoveAll(dir) }
 
-// waitQuiet waits until count reaches want, or stops moving for a second,
+// waitQuiet waits until count reaches want, or stops moving for quiet,
 // or d passes.
-func waitQuiet(ctx context.Context, d time.Duration, count func() int64, want int64) {
+func waitQuiet(ctx context.Context, d, quiet time.Duration, count func() int64, want int64) {
 	deadline := time.Now().Add(d)
 	last, lastAt := count(), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -266,7 +266,7 @@ func waitQuiet(ctx context.Context, d time.Duration, count func() int64, want in
 		}
 		if n != last {
 			last, lastAt = n, time.Now()
-		} else if time.Since(lastAt) > time.Second {
+		} else if time.Since(lastAt) > quiet {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

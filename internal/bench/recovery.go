@@ -164,7 +164,7 @@ func (r *run) recovery(ctx context.Context) error {
 		return stored() >= total && drainTwoWay > 0
 	}) == nil
 	drain := time.Since(restarted)
-	waitQuiet(ctx, 30*time.Second, func() int64 { return sse.n.Load() }, total)
+	waitQuiet(ctx, 60*time.Second, 5*time.Second, func() int64 { return sse.n.Load() }, total)
 	// Anything late would show now.
 	time.Sleep(200 * time.Millisecond)
 	final := stored()
