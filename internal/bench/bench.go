@@ -52,15 +52,15 @@ var Scenarios = []string{Ingest, Handshake, Fleet, Query, Recovery}
 // Defaults of Config. They keep each scenario within about a minute on a
 // 2-core machine.
 const (
-	DefaultDuration       = 5 * time.Second
-	DefaultDevices        = 1000
-	DefaultQueryReadings  = 1_000_000
-	DefaultQueryDevices   = 1000
-	DefaultOutage         = 10 * time.Second
+	DefaultDuration      = 5 * time.Second
+	DefaultDevices       = 1000
+	DefaultQueryReadings = 1_000_000
+	DefaultQueryDevices  = 1000
+	DefaultOutage        = 10 * time.Second
 	// DefaultFleetPeriod is how often each fleet device sends: the load
 	// generator visits its devices in turn, so a pass over the fleet takes
 	// this long whatever the fleet's size; the first pass is the warm-up.
-	DefaultFleetPeriod = 10 * time.Second
+	DefaultFleetPeriod    = 10 * time.Second
 	DefaultFleetDuration  = 30 * time.Second
 	DefaultQueryClients   = 4
 	DefaultRecoveryFleet  = 200
