@@ -95,15 +95,24 @@ func (s *Store) CreateProjectIn(ctx context.Context, orgID string, p store.Proje
 }
 
 func (s *Store) CreateRelayIn(ctx context.Context, orgID string, r store.RelayInfo) error {
-	if _, err := s.Org(ctx, orgID); err != nil {
-		return err
+	if r.ID == "" {
+		return fmt.Errorf("sqlite: create relay: empty id: %w", store.ErrInvalid)
 	}
-	if err := s.CreateRelay(ctx, r); err != nil {
-		return err
+	st := r.Status
+	// One statement: the relay exists in its organisation or not at all.
+	res, err := s.w.ExecContext(ctx, `INSERT INTO relays (`+relayCols+`, org_id)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, id FROM orgs WHERE id = ?`,
+		r.ID, r.Name, r.Enabled, millis(createdOrNow(r.Created)),
+		st.Online, nullMillis(st.LastSeen), int64(st.Uptime), st.BufferFill, int64(st.BufferDrops),
+		st.Uplink, st.SignalDBm, st.Version, orgID)
+	if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY) {
+		return fmt.Errorf("sqlite: create relay %q: id taken: %w", r.ID, store.ErrConflict)
 	}
-	_, err := s.w.ExecContext(ctx, `UPDATE relays SET org_id = ? WHERE id = ?`, orgID, r.ID)
 	if err != nil {
 		return fmt.Errorf("sqlite: create relay %q: %w", r.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("sqlite: create relay %q: org %q: %w", r.ID, orgID, store.ErrNotFound)
 	}
 	return nil
 }

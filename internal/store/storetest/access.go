@@ -67,6 +67,14 @@ func testDefaultOrg(t *testing.T, s store.Store) {
 	wantErr(t, s.CreateProjectIn(ctx, "nope", store.Project{ID: "q", Name: "q"}), store.ErrNotFound,
 		"CreateProjectIn of an unknown organisation")
 	wantErr(t, s.CreateOrg(ctx, store.Org{ID: store.DefaultOrg}), store.ErrConflict, "CreateOrg of a taken id")
+	wantErr(t, s.CreateRelayIn(ctx, "nope", store.RelayInfo{ID: "r"}), store.ErrNotFound, "CreateRelayIn of an unknown organisation")
+	if _, err := s.Relay(ctx, "r"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a relay of an unknown organisation was stored: %v", err)
+	}
+	if err := s.CreateRelay(ctx, store.RelayInfo{ID: "r", Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.CreateRelayIn(ctx, store.DefaultOrg, store.RelayInfo{ID: "r"}), store.ErrConflict, "CreateRelayIn of a taken id")
 }
 
 // tenants builds two organisations: acme (projects a1, a2; devices, a
