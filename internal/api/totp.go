@@ -137,6 +137,9 @@ func (a *API) totpConfirm(w http.ResponseWriter, r *http.Request) error {
 		return invalid("wrong or already used code")
 	}
 	if err := a.store.ConfirmTOTP(ctx, c.user.ID, rec.Recovery, step); err != nil {
+		if errors.Is(err, store.ErrNotFound) { // raced with another confirmation
+			return invalid("wrong or already used code")
+		}
 		return err
 	}
 	if err := a.store.SetSessionTOTP(ctx, c.session.Hash, a.now()); err != nil {

@@ -247,7 +247,9 @@ type Access interface {
 	// when a master key is configured).
 	SetTOTPPending(ctx context.Context, id int64, sealed []byte) error
 	// ConfirmTOTP makes the pending secret the user's, with its recovery
-	// codes and the step of the code that confirmed it.
+	// codes and the step of the code that confirmed it. Without a pending
+	// secret, or with a step not above the last accepted, it is
+	// ErrNotFound and changes nothing.
 	ConfirmTOTP(ctx context.Context, id int64, recovery []string, step int64) error
 	// UseTOTPStep records an accepted time step. It fails with ErrConflict
 	// unless step is above the last one recorded: a code is accepted at

@@ -489,7 +489,7 @@ func (s *Store) ConfirmTOTP(ctx context.Context, id int64, recovery []string, st
 		return fmt.Errorf("sqlite: confirm TOTP of user %d: %w", id, err)
 	}
 	res, err := s.w.ExecContext(ctx, `UPDATE users SET totp_secret = totp_pending, totp_pending = NULL,
-		recovery = ?, totp_step = ? WHERE id = ? AND totp_pending IS NOT NULL`, string(rec), step, id)
+		recovery = ?, totp_step = ? WHERE id = ? AND totp_pending IS NOT NULL AND totp_step < ?`, string(rec), step, id, step)
 	return updated(res, err, fmt.Sprintf("confirm TOTP of user %d", id))
 }
 

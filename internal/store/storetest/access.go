@@ -434,6 +434,13 @@ func testTOTPSteps(t *testing.T, s store.Store) {
 	if err := s.ConfirmTOTP(ctx, id, []string{"h1", "h2"}, 100); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SetTOTPPending(ctx, id, []byte("another")); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.ConfirmTOTP(ctx, id, nil, 100), store.ErrNotFound, "confirming with a step already used")
+	if err := s.SetTOTPPending(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
 	u, _ := s.User(ctx, id)
 	if string(u.TOTPSecret) != "sealed secret" || u.TOTPPending != nil || u.TOTPStep != 100 ||
 		!slices.Equal(u.Recovery, []string{"h1", "h2"}) {
