@@ -217,7 +217,9 @@ func (tn *tenancy) enrolTOTP(id int64) string {
 	sealed, err := tn.api.sealTOTP(id, totpRecord{Secret: secret})
 	mustDo(tn.t, err)
 	mustDo(tn.t, tn.store.SetTOTPPending(tn.t.Context(), id, sealed))
-	mustDo(tn.t, tn.store.ConfirmTOTP(tn.t.Context(), id, nil, 1))
+	u, err := tn.store.User(tn.t.Context(), id)
+	mustDo(tn.t, err)
+	mustDo(tn.t, tn.store.ConfirmTOTP(tn.t.Context(), id, nil, u.TOTPStep+1))
 	return secret
 }
 
