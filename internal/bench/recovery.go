@@ -176,9 +176,13 @@ func (r *run) recovery(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	how := fmt.Sprintf("from the restart until all %d readings were stored and acknowledged", total)
+	if !drained {
+		how = fmt.Sprintf("NOT DRAINED: %d of %d readings stored when the bench gave up, %v after the restart", final, total, drain.Round(time.Second))
+	}
 	r.figure(Figure{Name: fmt.Sprintf("drain time after a %v outage", r.cfg.Outage), Value: drain.Seconds(), Unit: "s",
-		Note: fmt.Sprintf("from the restart until all %d readings were stored and acknowledged; at the restart the relays held %d datagrams and the devices %d unacknowledged readings; %d were stored before the outage",
-			total, buffered, pendingAtRestart, before)})
+		Note: fmt.Sprintf("%s; at the restart the relays held %d datagrams and the devices %d unacknowledged readings; %d were stored before the outage",
+			how, buffered, pendingAtRestart, before)})
 	lost := check.missing
 	dups := check.extra + sse.dups.Load()
 	if drainTwoWay > 0 && !r.cfg.Smoke {

@@ -286,6 +286,8 @@ func (s *system) countWhere(ctx context.Context, set map[int64]bool) (int64, err
 type deviceCheck struct {
 	devices, exact int
 	missing, extra int64
+	// examples describes the first few devices that are not exact.
+	examples []string
 }
 
 func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (deviceCheck, error) {
@@ -322,6 +324,9 @@ func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (
 			if a.hi > want {
 				c.extra += a.hi - want
 			}
+			if len(c.examples) < 5 {
+				c.examples = append(c.examples, s.describeDevice(ctx, id, want))
+			}
 		}
 	}
 	for _, a := range got {
@@ -330,10 +335,41 @@ func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (
 	return c, nil
 }
 
+// describeDevice lists what a device lacks (or has extra) of 1..want.
+func (s *system) describeDevice(ctx context.Context, id, want int64) string {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM readings WHERE device_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return fmt.Sprintf("device %d: %v", id, err)
+	}
+	defer rows.Close()
+	have := map[int64]bool{}
+	var extra []int64
+	for rows.Next() {
+		var seq int64
+		if rows.Scan(&seq) == nil {
+			have[seq] = true
+			if seq < 1 || seq > want {
+				extra = append(extra, seq)
+			}
+		}
+	}
+	var missing []int64
+	for seq := int64(1); seq <= want && len(missing) < 10; seq++ {
+		if !have[seq] {
+			missing = append(missing, seq)
+		}
+	}
+	return fmt.Sprintf("device %d lacks sequences %v, has unexpected %v", id, missing, extra)
+}
+
 func (c deviceCheck) ok() bool { return c.exact == c.devices && c.missing == 0 && c.extra == 0 }
 
 func (c deviceCheck) String() string {
-	return fmt.Sprintf("%d of %d devices stored exactly 1..sent; %d readings missing, %d unexpected", c.exact, c.devices, c.missing, c.extra)
+	s := fmt.Sprintf("%d of %d devices stored exactly 1..sent; %d readings missing, %d unexpected", c.exact, c.devices, c.missing, c.extra)
+	if len(c.examples) > 0 {
+		s += " (" + strings.Join(c.examples, "; ") + ")"
+	}
+	return s
 }
 
 // latencies collects latency samples, bounded.
