@@ -148,8 +148,10 @@ func TestSmokeLossyPath(t *testing.T) {
 	proxy := startLossyProxy(t, addr, 7)
 	g := newGenerator(t, loadgen.Config{
 		Target: proxy, ServerKey: srv.PublicKey(), Devices: 20, Register: register(srv),
+		// Generous handshake retries: under -race on a busy machine a
+		// response can take longer than a lossy path's retry interval.
 		Batch: 3, Window: 16, Count: 3000, RetransmitAfter: 100 * time.Millisecond,
-		HandshakeTimeout: 100 * time.Millisecond, HandshakeTries: 20, Drain: 20 * time.Second,
+		HandshakeTimeout: 250 * time.Millisecond, HandshakeTries: 40, Drain: 20 * time.Second,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -18,7 +18,8 @@ import (
 var errBusy = errors.New("server: uplink queue full")
 
 // Feed receives every batch of newly stored readings, in ID order (the
-// live stream's hub).
+// live stream's hub). It may keep the slice: the pipeline never touches it
+// again.
 type Feed interface {
 	Publish(readings []store.Reading)
 }
