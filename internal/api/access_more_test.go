@@ -27,6 +27,7 @@ import (
 // anything until the organisation allows it, and it stops working when
 // revoked or expired.
 func TestServiceAccountLifecycle(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	admin := tn.credFor(whoAdmin)
 	expires := tn.clock.Now().Add(2 * time.Hour)
@@ -129,6 +130,7 @@ func TestServiceAccountLifecycle(t *testing.T) {
 // customer's log, which the customer reads; the grant expires by itself
 // and can be withdrawn.
 func TestStaffGrant(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	staff := tn.credFor(whoStaff)
 	readings := "/api/v1/projects/a1/readings"
@@ -205,6 +207,7 @@ func TestStaffGrant(t *testing.T) {
 // Commands reach a device only when its customer set remote access to
 // read-write, and the refusal says why.
 func TestRemoteAccessCommands(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	dev := tn.credFor(whoDeveloper)
 	cmdPath := "/api/v1/devices/" + itoa(tn.adev) + "/commands"
@@ -263,6 +266,7 @@ func TestRemoteAccessCommands(t *testing.T) {
 // wrong types and oversized bodies with the documented error shape, and
 // changes nothing (nothing is recorded in the audit log).
 func TestBadBodies(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	big := `{"name":"` + strings.Repeat("x", maxBodyBytes) + `"}`
 	bodies := []struct {
@@ -338,6 +342,7 @@ func errorsAs(err error, target any) bool { return errors.As(err, target) }
 // hash-chained log, and the organisation can verify it from the API's pages
 // alone (entries, checkpoints, the public key).
 func TestAuditLogThroughAPI(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	_, key, err := ed25519.GenerateKey(nil)
 	mustDo(t, err)

@@ -96,6 +96,7 @@ func (tn *tenancy) reset() {
 // the anonymous client, otherwise 403 or (for what the caller may not see
 // at all) 404, always with the documented error shape, and records nothing.
 func TestEveryRouteEveryRole(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	creds := map[string]cred{}
 	for _, rt := range routes {
@@ -157,6 +158,7 @@ func TestEveryRouteEveryRole(t *testing.T) {
 // above for acme's; here beta's with acme's administrator, including ids
 // given in bodies and query strings.
 func TestAnotherTenantsIDs(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	c := tn.credFor(whoOrgAdmin)
 	future := tn.clock.Now().Add(time.Hour)
@@ -257,6 +259,7 @@ func (tn *tenancy) login(email, password string) (cred, *http.Cookie, int, []byt
 // enrolment, step-up, a code accepted once, idle and absolute timeouts,
 // logout everywhere.
 func TestSignUpLoginTOTP(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	const email, password = "carol@example.com", "plum orchard kettle 42"
 	id := tn.signUp(email, password, "developer")
@@ -385,6 +388,7 @@ func TestSignUpLoginTOTP(t *testing.T) {
 
 // A Secure cookie everywhere but on localhost.
 func TestSessionCookieSecureOutsideLocalhost(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	id := tn.signUp("dan@example.com", "plum orchard kettle 42", "viewer")
 	mustDo(t, tn.store.SetUserStatus(t.Context(), id, store.UserActive))
@@ -404,6 +408,7 @@ func TestSessionCookieSecureOutsideLocalhost(t *testing.T) {
 // Failed logins lock the account out visibly: 429 with Retry-After, even
 // with the right password, and every failure is audited.
 func TestLoginThrottle(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	const email, password = "erin@example.com", "plum orchard kettle 42"
 	id := tn.signUp(email, password, "viewer")
@@ -430,6 +435,7 @@ func TestLoginThrottle(t *testing.T) {
 // Every endpoint refuses an expired session (idle too long) with 401 and
 // the error shape, and changes nothing.
 func TestExpiredSessionEveryRoute(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	for _, rt := range routes {
 		if rt.need == rightPublic {
@@ -450,6 +456,7 @@ func TestExpiredSessionEveryRoute(t *testing.T) {
 // A user's sessions are bounded: logging in again ends the least recently
 // used beyond maxSessions.
 func TestSessionsBounded(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	const email, password = "fay@example.com", "plum orchard kettle 42"
 	id := tn.signUp(email, password, "viewer")

@@ -41,6 +41,7 @@ func (u idpUser) Claims(_ []string, base *mockoidc.IDTokenClaims) (jwt.Claims, e
 // session, matched by a verified email (which links the subject) or by a
 // subject linked before.
 func TestOIDCSingleSignOn(t *testing.T) {
+	t.Parallel()
 	tn := newTenancy(t)
 	op, err := mockoidc.NewServer(nil)
 	mustDo(t, err)

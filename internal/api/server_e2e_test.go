@@ -29,6 +29,7 @@ import (
 // verifies with the server's audit key, and the TOTP secret is sealed in
 // the database.
 func TestServerEndToEnd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	keyFile := filepath.Join(t.TempDir(), "master.key")
 	if _, err := secrets.CreateMasterKey(keyFile); err != nil {

@@ -14,6 +14,7 @@ import (
 // after a master key rotation rewraps them, and one stored in clear before
 // the master key was configured keeps working.
 func TestTOTPSecretSealedAtRest(t *testing.T) {
+	t.Parallel()
 	k1, err := secrets.GenerateMasterKey()
 	mustDo(t, err)
 	tn := newTenancy(t)
