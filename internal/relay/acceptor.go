@@ -515,8 +515,16 @@ func (c *relayConn) close() {
 func (c *relayConn) read(ctx context.Context) error {
 	a := c.a
 	fr := NewFrameReader(bufio.NewReaderSize(c.tc, 16<<10))
+	// The idle deadline moves at most every eighth of the timeout, not on
+	// every frame (a timer update each): set an eighth further out, it
+	// still never cuts a relay idle for less than IdleTimeout.
+	slack := a.cfg.IdleTimeout / 8
+	var moved time.Time
 	for {
-		c.tc.SetReadDeadline(time.Now().Add(a.cfg.IdleTimeout))
+		if now := time.Now(); now.Sub(moved) >= slack {
+			c.tc.SetReadDeadline(now.Add(a.cfg.IdleTimeout + slack))
+			moved = now
+		}
 		typ, body, err := fr.Next()
 		if err != nil {
 			return err
