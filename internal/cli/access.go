@@ -10,6 +10,7 @@ import (
 
 	"github.com/signet-io/signet/internal/audit"
 	"github.com/signet-io/signet/internal/auth"
+	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/store/sqlite"
 )
@@ -55,7 +56,18 @@ func runAdminAccess(ctx context.Context, e *env, obj, action string, args []stri
 		return err
 	}
 	defer st.Close()
-	log, err := audit.OpenDir(ctx, *data, st, nil, audit.Config{CheckpointInterval: -1})
+	// With the master key the entries are signed when the log closes;
+	// without, by the server's next checkpoint.
+	kr, err := dataKeyring(*data)
+	if err != nil {
+		return err
+	}
+	var sealer secrets.Sealer
+	if kr != nil {
+		defer kr.Zero()
+		sealer = kr
+	}
+	log, err := audit.OpenDir(ctx, *data, st, sealer, audit.Config{CheckpointInterval: -1})
 	if err != nil {
 		return err
 	}

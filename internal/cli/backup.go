@@ -14,6 +14,7 @@ import (
 
 	"github.com/signet-io/signet/internal/backup"
 	"github.com/signet-io/signet/internal/secrets"
+	"github.com/signet-io/signet/internal/server"
 	"github.com/signet-io/signet/internal/store/sqlite"
 )
 
@@ -35,6 +36,17 @@ func masterKeyConfig(data, file string, fromEnv bool) (secrets.Config, error) {
 		file = secrets.DefaultKeyFile(data)
 	}
 	return secrets.Config{KeyFile: file}, nil
+}
+
+// dataKeyring loads the data directory's master key as the server would
+// find it (server.DefaultMasterKey), or returns nil if it has none. The
+// caller zeroes it.
+func dataKeyring(data string) (*secrets.Keyring, error) {
+	mk := server.DefaultMasterKey(data)
+	if !mk.Configured() {
+		return nil, nil
+	}
+	return secrets.LoadKeyring(mk)
 }
 
 func runAdminMasterKeyInit(ctx context.Context, e *env, args []string) error {

@@ -53,6 +53,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"admin", "relay", "add", "--data", "x"}, exitUsage, "--id is required"},
 		{[]string{"admin", "relay", "revoke", "--data", "x", "--id", "r", "--reason", "boredom"}, exitUsage, "unknown --reason"},
 		{[]string{"admin", "ca"}, exitUsage, "init"},
+		{[]string{"admin", "org", "create"}, exitUsage, "--data is required"},
+		{[]string{"admin", "audit", "verify"}, exitUsage, "--data"},
+		{[]string{"server", "--data", "x", "--oidc-issuer", "https://login.example"}, exitUsage, "--oidc-client-id"},
 		{[]string{"admin", "device", "explode", "--data", "x"}, exitUsage, "unknown admin command"},
 		{[]string{"tail"}, exitUsage, "--project is required"},
 	} {

@@ -65,11 +65,11 @@ and "rotate" and "crl" read it from --root-key. A server started without
 	// it has one (docs/secrets.md).
 	var sealer secrets.Sealer
 	var opts []pki.Option
-	if mk := server.DefaultMasterKey(*data); mk.Configured() {
-		kr, err := secrets.LoadKeyring(mk)
-		if err != nil {
-			return err
-		}
+	kr, err := dataKeyring(*data)
+	if err != nil {
+		return err
+	}
+	if kr != nil {
 		defer kr.Zero()
 		sealer = kr
 		opts = append(opts, pki.WithSealer(kr))

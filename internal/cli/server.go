@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signet-io/signet/internal/auth"
 	"github.com/signet-io/signet/internal/relay"
 	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/server"
@@ -36,11 +37,22 @@ two seconds.`)
 	verbose := fs.Bool("v", false, "log at info level")
 	masterKey := fs.String("master-key", "", "master key file sealing the server's secrets (default DIR/master.key if it exists, or $SIGNET_MASTER_KEY)")
 	masterKeyEnv := fs.Bool("master-key-env", false, "read the master key from $SIGNET_MASTER_KEY instead")
+	oidcIssuer := fs.String("oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (e.g. Azure AD's); the client secret comes from $SIGNET_OIDC_CLIENT_SECRET")
+	oidcClient := fs.String("oidc-client-id", "", "OpenID Connect client id")
+	oidcRedirect := fs.String("oidc-redirect-url", "", "OpenID Connect redirect URL, https://HOST/api/v1/auth/oidc/callback")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *data == "" {
 		return fmt.Errorf("%w: --data is required", errUsage)
+	}
+	var oidc auth.OIDCConfig
+	if *oidcIssuer != "" {
+		if *oidcClient == "" || *oidcRedirect == "" {
+			return fmt.Errorf("%w: --oidc-issuer needs --oidc-client-id and --oidc-redirect-url", errUsage)
+		}
+		oidc = auth.OIDCConfig{Issuer: *oidcIssuer, ClientID: *oidcClient, RedirectURL: *oidcRedirect,
+			ClientSecret: os.Getenv("SIGNET_OIDC_CLIENT_SECRET")}
 	}
 	mk := secrets.Config{KeyFile: *masterKey, FromEnv: *masterKeyEnv}
 	if !mk.Configured() {
@@ -53,7 +65,7 @@ two seconds.`)
 	srv, err := server.Open(ctx, server.Config{
 		DataDir: *data, Listen: *listen, ListenTCP: *listenTCP, RelayListen: *relayListen,
 		HTTPListen: *httpListen, NATSURL: *natsURL, Timers: wire.Timers{RekeyAfter: *rekey}, Logger: log,
-		MasterKey: mk,
+		MasterKey: mk, OIDC: oidc,
 	})
 	if err != nil {
 		return err
@@ -123,6 +135,11 @@ func runAdmin(ctx context.Context, e *env, args []string) error {
   ca init | ca rotate | ca crl | ca status   (Signet's PKI; docs/pki.md)
   audit verify | audit list | audit checkpoint
                                              (the hash-chained audit log; docs/audit.md)
+  org create --id ID | org add-project --org ORG --id ID
+  user invite --email EMAIL (--org ORG [--project ID --role ROLE] [--org-admin] | --staff)
+  user approve --email EMAIL | mfa reset --email EMAIL
+  staff grant --org ORG --project ID --staff-email EMAIL [--write] [--ttl 4h] | staff revoke --org ORG --id N
+                                             (people and access; docs/access.md)
   relay add --id ID                          (one-time enrolment token for "signet relay enroll")
   relay add --id ID --out DIR                (development: certificate, key and CA written here)
   relay revoke --id ID | relay certs         (revoke every certificate of a relay; list them)
@@ -156,6 +173,10 @@ applies them within two seconds (a disabled device or relay is cut off).
 			return runAdminCA(ctx, e, args[1:])
 		case "audit":
 			return runAdminAudit(ctx, e, args[1:])
+		case "org", "user", "mfa", "staff":
+			if len(args) > 1 {
+				return runAdminAccess(ctx, e, args[0], args[1], args[2:])
+			}
 		case "relay":
 			if len(args) > 1 && (args[1] == "add" || args[1] == "revoke" || args[1] == "certs") {
 				return runAdminRelay(ctx, e, args[1], args[2:])
