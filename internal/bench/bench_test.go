@@ -3,13 +3,17 @@ package bench
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/signet-io/signet/internal/loadgen"
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/store/sqlite"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -136,5 +140,61 @@ func TestChildRejectsUnknownMode(t *testing.T) {
 	code := ChildMain(context.Background(), "nope", strings.NewReader(`{"kind":"config"}`+"\n"), &out, &errb)
 	if code == 0 || !strings.Contains(out.String(), "unknown child mode") {
 		t.Fatalf("exit %d, stdout %q", code, out.String())
+	}
+}
+
+// TestCheckDevicesFindsLossAndExtras: the exactly-once check every
+// scenario ends with must see a missing reading and an unexpected one.
+func TestCheckDevicesFindsLossAndExtras(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "signet.db")
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.CreateProject(ctx, store.Project{ID: project, Name: "t", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]wire.PublicKey, 3)
+	for i := range keys {
+		keys[i][0] = byte(i + 1)
+	}
+	ids, err := bulkDevices(ctx, path, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Device 0 stores 1..3, device 1 stores 1 and 3, device 2 stores 1..2.
+	var rs []store.Reading
+	for i, seqs := range [][]uint64{{1, 2, 3}, {1, 3}, {1, 2}} {
+		for _, seq := range seqs {
+			rs = append(rs, store.Reading{DeviceID: ids[i], ProjectID: project, Seq: seq, Received: time.Now(),
+				Kind: wire.KindNumeric, Value: 1, Name: "n", Unit: "u"})
+		}
+	}
+	if _, err := st.AppendReadings(ctx, store.Append{Readings: rs}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path+"?_pragma=query_only(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := &system{db: db}
+	c, err := s.checkDevices(ctx, ids, []uint64{3, 3, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ok() || c.exact != 1 || c.missing != 1 || c.extra != 1 {
+		t.Fatalf("got %+v, want 1 exact, 1 missing (device 1 seq 2), 1 extra (device 2 seq 2)", c)
+	}
+	if !strings.Contains(c.String(), "lacks sequences [2]") {
+		t.Fatalf("the check does not name the missing sequence: %v", c)
+	}
+	if c, _ := s.checkDevices(ctx, ids, []uint64{3, 3, 2}); c.ok() {
+		t.Fatalf("a device with a gap passed: %v", c)
+	}
+	if c, _ := s.checkDevices(ctx, ids[:1], []uint64{3}); c.ok() {
+		t.Fatalf("readings of devices the bench did not drive passed: %v", c)
 	}
 }

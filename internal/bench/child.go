@@ -217,6 +217,17 @@ func ChildMain(ctx context.Context, mode string, stdin io.Reader, stdout, stderr
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cio := &childIO{out: json.NewEncoder(stdout), in: make(chan message, 16)}
+	modes := map[string]func(context.Context, *childIO, json.RawMessage) error{
+		"loadgen": childLoadgen, "udpflood": childUDPFlood, "forge": childForge, "mqttpub": childMQTTPub,
+		"fleet": childFleet, "query": childQuery,
+	}
+	run, ok := modes[mode]
+	if !ok {
+		err := fmt.Errorf("unknown child mode %q", mode)
+		_ = cio.send(msgError, err.Error())
+		fmt.Fprintln(stderr, "bench child:", err)
+		return 2
+	}
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	if !sc.Scan() {
@@ -239,23 +250,7 @@ func ChildMain(ctx context.Context, mode string, stdin io.Reader, stdout, stderr
 			}
 		}
 	}()
-	var err error
-	switch mode {
-	case "loadgen":
-		err = childLoadgen(ctx, cio, first.Data)
-	case "udpflood":
-		err = childUDPFlood(ctx, cio, first.Data)
-	case "forge":
-		err = childForge(ctx, cio, first.Data)
-	case "mqttpub":
-		err = childMQTTPub(ctx, cio, first.Data)
-	case "fleet":
-		err = childFleet(ctx, cio, first.Data)
-	case "query":
-		err = childQuery(ctx, cio, first.Data)
-	default:
-		err = fmt.Errorf("unknown child mode %q", mode)
-	}
+	err := run(ctx, cio, first.Data)
 	if err != nil && ctx.Err() == nil {
 		_ = cio.send(msgError, err.Error())
 		fmt.Fprintln(stderr, "bench child:", err)
