@@ -188,11 +188,13 @@ func (r *run) ingest(ctx context.Context) error {
 			peak1 = res.rate
 		}
 		r.figure(Figure{Name: fmt.Sprintf("stored uplinks, %d relay(s)", n), Value: up, Unit: unit,
-			Reference: "ceiling (" + ceilName + ")", Ratio: ratio(up, ceiling),
-			Target: fmt.Sprintf("≥ %d and ≥ %.0f%% of ceiling", targetUplinks, 100*targetCeilingRatio),
-			Met:    boolp(up >= targetUplinks && ratio(up, ceiling) >= targetCeilingRatio),
+			Target: fmt.Sprintf("≥ %d", targetUplinks), Met: atLeast(up, targetUplinks),
 			Note: fmt.Sprintf("%d readings counted in the store over %v (first sent → last stored); %d devices, %s",
 				res.stored, res.elapsed.Round(time.Millisecond), max(r.cfg.Devices, n), sizes)})
+		r.figure(Figure{Name: fmt.Sprintf("stored uplinks vs ceiling, %d relay(s)", n), Value: up, Unit: unit,
+			Reference: "ceiling (" + ceilName + ")", Ratio: ratio(up, ceiling),
+			Target: fmt.Sprintf("≥ %.0f%% of ceiling", 100*targetCeilingRatio), Met: atLeast(ratio(up, ceiling), targetCeilingRatio),
+			Note: "the ceiling is the smallest of raw UDP, raw ChaCha20-Poly1305 and the store's bulk insert, measured in this run"})
 		if mqOK {
 			r.figure(Figure{Name: fmt.Sprintf("stored uplinks vs Mosquitto, %d relay(s)", n), Value: up, Unit: unit,
 				Reference: "Mosquitto QoS 1 (tuned)", Ratio: ratio(up, mq.rate),
