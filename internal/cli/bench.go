@@ -57,8 +57,9 @@ target as MET or MISSED; --json FILE writes the same with the machine
 (cores, CPU model, Go version) and the git commit.
 
 --smoke runs every scenario in a few seconds and checks only correctness
-(nothing lost, nothing stored or delivered twice); CI runs
+(nothing lost, nothing stored or delivered twice):
   go run ./cmd/signet bench --smoke all
+(CI runs the same as a Go test, TestSmokeAll in internal/bench.)
 The exit status is 1 if a check failed or a scenario could not run.
 
 Examples:
