@@ -208,3 +208,32 @@ func TestAdminAuditCheckpoint(t *testing.T) {
 		t.Fatalf("verify after: %d\n%s", code, out)
 	}
 }
+
+// TestInstallationCommandsAreAudited: the operator's installation-wide
+// commands (CA, server key, master key) land in the installation's audit
+// log, which still verifies, with the master key the data directory uses.
+func TestInstallationCommandsAreAudited(t *testing.T) {
+	data := t.TempDir()
+	for _, args := range [][]string{
+		{"admin", "master-key", "init", "--data", data},
+		{"admin", "ca", "init", "--data", data},
+		{"admin", "ca", "rotate", "--data", data},
+		{"admin", "rotate-master-key", "--data", data, "--settle", "0"},
+	} {
+		if code, out, errOut := run(t, args...); code != exitOK {
+			t.Fatalf("signet %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	code, out, errOut := run(t, "admin", "audit", "list", "--data", data)
+	if code != exitOK {
+		t.Fatalf("audit list: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"ca.init", "ca.rotate", "master-key.rotate"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the audit log lacks %s:\n%s", want, out)
+		}
+	}
+	if code, out, errOut := run(t, "admin", "audit", "verify", "--data", data); code != exitOK {
+		t.Fatalf("audit verify: exit %d\n%s%s", code, out, errOut)
+	}
+}

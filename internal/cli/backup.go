@@ -38,6 +38,22 @@ func masterKeyConfig(data, file string, fromEnv bool) (secrets.Config, error) {
 	return secrets.Config{KeyFile: file}, nil
 }
 
+// recordInstallation records an operator's installation-wide change (no
+// organisation) in the audit log of the data directory, with the master
+// key mk, or the directory's own (server.DefaultMasterKey) if mk is not
+// configured. The change has been made: an error says it is not in the log.
+func recordInstallation(ctx context.Context, data string, mk secrets.Config, action, target, detail string) error {
+	if !mk.Configured() {
+		mk = server.DefaultMasterKey(data)
+	}
+	a, err := server.OpenAdminWith(ctx, data, mk)
+	if err != nil {
+		return fmt.Errorf("the change was made, but the audit log did not open: %w", err)
+	}
+	defer a.Close()
+	return a.Record(ctx, "", action, target, detail)
+}
+
 // dataKeyring loads the data directory's master key as the server would
 // find it (server.DefaultMasterKey), or returns nil if it has none. The
 // caller zeroes it.
@@ -172,6 +188,9 @@ $SIGNET_MASTER_KEY_PREVIOUS.`)
 	if r.Resumed {
 		verb = "rotated (an interrupted rotation was finished)"
 	}
+	if err := recordInstallation(ctx, *data, cfg, "master-key.rotate", "master-key", fmt.Sprintf("%s -> %s, %d sealed values rewrapped", r.Old, r.New, r.Rewrapped)); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "master key %s: %s -> %s; %d sealed values rewrapped\n", verb, r.Old, r.New, r.Rewrapped)
 	if r.Retired != "" {
 		fmt.Fprintf(e.stdout, "the old key is kept at %s: delete it once no backup made before now is needed\n", r.Retired)
@@ -293,12 +312,18 @@ whole backup or nothing; "-" writes to standard output.`)
 	defer st.Close()
 
 	if *out == "-" {
-		return backup.Backup(ctx, *data, st.Snapshot, rcpt, e.stdout)
+		if err := backup.Backup(ctx, *data, st.Snapshot, rcpt, e.stdout); err != nil {
+			return err
+		}
+		return recordInstallation(ctx, *data, secrets.Config{}, "backup.create", "stdout", "")
 	}
 	n, err := writeNewFile(*out, func(w io.Writer) error {
 		return backup.Backup(ctx, *data, st.Snapshot, rcpt, w)
 	})
 	if err != nil {
+		return err
+	}
+	if err := recordInstallation(ctx, *data, secrets.Config{}, "backup.create", *out, fmt.Sprintf("%d bytes", n)); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "backup written to %s (%d bytes)\n", *out, n)

@@ -80,6 +80,9 @@ and "rotate" and "crl" read it from --root-key. A server started without
 		if err != nil {
 			return err
 		}
+		if err := recordInstallation(ctx, *data, secrets.Config{}, "ca.init", "ca", "root "+fingerprint(ca.Root())); err != nil {
+			return err
+		}
 		keyAt := filepath.Join(dir, pki.RootKeyFile)
 		if *rootKeyOut != "" {
 			keyAt = *rootKeyOut + " (keep it offline; the server does not need it)"
@@ -101,12 +104,22 @@ and "rotate" and "crl" read it from --root-key. A server started without
 			if err := ca.SignRootCRL(key); err != nil {
 				return err
 			}
+			if err := recordInstallation(ctx, *data, secrets.Config{}, "ca.crl", "ca", "root CRL re-signed"); err != nil {
+				return err
+			}
 			fmt.Fprintf(e.stdout, "root CRL re-signed, valid for a year\n")
 			return nil
 		}
 		old := ca.Issuing()
 		next, err := ca.Rotate(key, pki.RotateConfig{RevokePrevious: *revokePrevious})
 		if err != nil {
+			return err
+		}
+		detail := fmt.Sprintf("issuing CA %s -> %s", old.SerialNumber.Text(16), next.SerialNumber.Text(16))
+		if *revokePrevious {
+			detail += ", previous revoked"
+		}
+		if err := recordInstallation(ctx, *data, secrets.Config{}, "ca.rotate", "ca", detail); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "issuing CA rotated: %s (serial %s, until %s)\n", next.Subject.CommonName, next.SerialNumber.Text(16), day(next.NotAfter))

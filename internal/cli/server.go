@@ -216,10 +216,16 @@ applies them within two seconds (a disabled device or relay is cut off).
 		if err != nil {
 			return err
 		}
+		if err := recordInstallation(ctx, *data, secrets.Config{}, "server-key.rotate", "server-key", pub.String()); err != nil {
+			return err
+		}
 		fmt.Fprintf(e.stdout, "new server key %s\nRestart the server: it answers the old and the new key, and tells each device the new one.\nWhen every device has talked since, run: signet admin server-key finish --data %s (and restart)\n", pub, *data)
 		return nil
 	case "server-key finish":
 		if err := server.FinishServerKeyRotation(*data); err != nil {
+			return err
+		}
+		if err := recordInstallation(ctx, *data, secrets.Config{}, "server-key.finish", "server-key", ""); err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, "the previous server key is retired (server.key.previous.retired: destroy it); restart the server")
