@@ -157,7 +157,7 @@ func (b *Bus) Publish(ctx context.Context, a *store.Append) error {
 // finds the next round decoded.
 func (b *Bus) Consume(ctx context.Context, maxMsgs int, write func(ctx context.Context, batches []*store.Append) error) error {
 	cons, err := b.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       "store-writer",
+		Durable:       consumerName,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxAckPending: 4 * maxMsgs,
@@ -230,6 +230,24 @@ func (b *Bus) Consume(ctx context.Context, maxMsgs int, write func(ctx context.C
 			_ = m.Ack()
 		}
 	}
+}
+
+// consumerName is the store writers' durable consumer, shared by every node.
+const consumerName = "store-writer"
+
+// Pending reports how many batches the store writer has yet to store: in
+// the stream and not yet delivered, or delivered and not yet acknowledged.
+// With several server nodes on one stream it counts theirs too.
+func (b *Bus) Pending(ctx context.Context) (uint64, error) {
+	cons, err := b.stream.Consumer(ctx, consumerName)
+	if err != nil {
+		return 0, fmt.Errorf("bus: consumer: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("bus: consumer info: %w", err)
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
 // DeleteStream removes the stream (tests against a shared NATS clean up).

@@ -97,17 +97,37 @@ func toStore(ev ingest.Event, r wire.Reading, raw []byte, h store.Hearing) store
 	}
 }
 
-// run runs the batcher and the store writer until ctx ends.
+// drainFor bounds how long a stopping server goes on storing what the bus
+// holds; what is left stays in the stream for the next start.
+const drainFor = 5 * time.Second
+
+// run runs the batcher and the store writer until ctx ends. Then the
+// batcher publishes what it holds, and the writer goes on until the bus
+// has nothing left for it (at most drainFor), so that a restart finds
+// nothing half done.
 func (p *pipeline) run(ctx context.Context) {
+	wctx, stopWriter := context.WithCancel(context.Background())
+	defer stopWriter()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); p.batch(ctx) }()
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := p.bus.Consume(ctx, 64, p.write); err != nil {
+		if err := p.bus.Consume(wctx, 64, p.write); err != nil {
 			p.log.Error("store writer stopped", "err", err)
 		}
 	}()
+	p.batch(ctx)
+	deadline := time.Now().Add(drainFor)
+	for time.Now().Before(deadline) {
+		qctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n, err := p.bus.Pending(qctx)
+		cancel()
+		if err != nil || n == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopWriter()
 	wg.Wait()
 }
 
@@ -117,11 +137,19 @@ func (p *pipeline) batch(ctx context.Context) {
 	n := 0
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// add adds q to the batch and reports whether the batch is full.
+	add := func(q queued) bool {
+		cur.Readings = append(cur.Readings, q.readings...)
+		cur.Hearings = append(cur.Hearings, q.late...)
+		n += len(q.readings) + len(q.late)
+		return n >= p.maxBatch
+	}
+	pubCtx := ctx
 	flush := func() {
 		if n == 0 {
 			return
 		}
-		if err := p.bus.Publish(ctx, &cur); err != nil {
+		if err := p.bus.Publish(pubCtx, &cur); err != nil {
 			p.log.Warn("publishing uplinks failed; devices will resend", "err", err)
 			p.settle(cur.Readings, false)
 		}
@@ -134,15 +162,28 @@ func (p *pipeline) batch(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			// The server stopped intake before ctx ended: whatever is
+			// queued is all there will be. It goes to the bus, whose
+			// stream keeps it until the store writer takes it.
+			var cancel context.CancelFunc
+			pubCtx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for {
+				select {
+				case q := <-p.queue:
+					if add(q) {
+						flush()
+					}
+				default:
+					flush()
+					return
+				}
+			}
 		case q := <-p.queue:
 			if n == 0 {
 				timer.Reset(p.flushEvery)
 			}
-			cur.Readings = append(cur.Readings, q.readings...)
-			cur.Hearings = append(cur.Hearings, q.late...)
-			n += len(q.readings) + len(q.late)
-			if n >= p.maxBatch {
+			if add(q) {
 				timer.Stop()
 				flush()
 			}

@@ -262,15 +262,27 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+	var wg, intakeWG sync.WaitGroup
 	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
-	run(func() { _ = s.ingest.ServeUDP(ctx, s.udp) })
+	// Shutdown is ordered so that nothing a device or relay was told is
+	// received is lost: intake (device sockets, relay connections) stops
+	// first, and only when its last datagram is handled does the pipeline
+	// stop, publishing what it still holds to the bus, whose stream keeps
+	// it for the store writer (after a restart if need be). A relay's
+	// frames are acknowledged once handled and a transmit-only device never
+	// resends, so a reading dropped here would be gone.
+	intake, stopIntake := context.WithCancel(context.Background())
+	defer stopIntake()
+	pipeCtx, stopPipe := context.WithCancel(context.Background())
+	defer stopPipe()
+	runIntake := func(f func()) { intakeWG.Add(1); go func() { defer intakeWG.Done(); f() }() }
+	runIntake(func() { _ = s.ingest.ServeUDP(intake, s.udp) })
 	if s.tcp != nil {
-		run(func() { _ = s.ingest.ServeTCP(ctx, s.tcp) })
+		runIntake(func() { _ = s.ingest.ServeTCP(intake, s.tcp) })
 	}
+	runIntake(func() { s.relays.serve(intake, s.relayLn) })
 	run(func() { _ = s.ingest.Run(ctx) })
-	run(func() { s.pipe.run(ctx) })
-	run(func() { s.relays.serve(ctx, s.relayLn) })
+	run(func() { s.pipe.run(pipeCtx) })
 	run(func() { s.housekeeping(ctx) })
 	mux := http.NewServeMux()
 	mux.Handle("/pki/", s.PKIHandler())
@@ -282,6 +294,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	<-ctx.Done()
+	stopIntake()
+	intakeWG.Wait()
+	stopPipe()
 	s.api.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = s.httpSrv.Shutdown(sctx)
