@@ -268,11 +268,14 @@ func Init(dir string, cfg InitConfig) (*CA, error) {
 	if exists {
 		return nil, fmt.Errorf("pki: %s already holds a CA", dir)
 	}
-	rootKeyFile, rootSealer := cfg.RootKeyFile, cfg.Sealer
-	if rootKeyFile == "" {
-		rootKeyFile = filepath.Join(dir, RootKeyFile)
-	} else if rootSealer = nil; fileExists(rootKeyFile) {
-		return nil, fmt.Errorf("pki: %s exists; refusing to overwrite a key", rootKeyFile)
+	// A root key inside the CA directory is sealed like the issuing key;
+	// one written elsewhere, for offline storage, stays in clear.
+	rootKeyFile, rootSealer := filepath.Join(dir, RootKeyFile), cfg.Sealer
+	if cfg.RootKeyFile != "" {
+		rootKeyFile, rootSealer = cfg.RootKeyFile, nil
+		if fileExists(rootKeyFile) {
+			return nil, fmt.Errorf("pki: %s exists; refusing to overwrite a key", rootKeyFile)
+		}
 	}
 	name := cfg.Name
 	if name == "" {
