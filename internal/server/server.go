@@ -458,7 +458,9 @@ func (s *Server) close() {
 		s.bus = nil
 	}
 	if s.audit != nil {
-		_ = s.audit.Close() // signs the last entries
+		if err := s.audit.Close(); err != nil { // signs the last entries
+			s.log.Error("closing the audit log: its last entries may be unsigned until the next start", "err", err)
+		}
 		s.audit = nil
 	}
 	if s.store != nil {
