@@ -119,7 +119,9 @@ func encodePHC(p PasswordParams, salt, key []byte) string {
 // parameters in the order m, t, p and within limits. Anything else is ErrBadHash.
 func parsePHC(s string) (phc, error) {
 	var h phc
-	if len(s) > 256 {
+	// encoding/base64 skips \r and \n even in strict mode, so a hash with a
+	// line break inside its salt or key would decode as if it had none.
+	if len(s) > 256 || strings.ContainsAny(s, "\r\n") {
 		return h, ErrBadHash
 	}
 	parts := strings.Split(s, "$")
