@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/signet-io/signet/internal/procstat"
 )
 
 // productionParams are the defaults the package ships with; TestMain lowers DefaultPasswordParams so the
@@ -291,7 +293,7 @@ func BenchmarkHashPassword(b *testing.B) {
 		b.Run(fmt.Sprintf("m=%dMiB,t=%d,p=%d", p.Memory/1024, p.Time, p.Threads), func(b *testing.B) {
 			defer func(old PasswordParams) { DefaultPasswordParams = old }(DefaultPasswordParams)
 			DefaultPasswordParams = p
-			cpu0 := cpuTime()
+			cpu0 := procstat.CPUTime()
 			for b.Loop() {
 				if _, err := HashPassword("tangerine-otter-cobalt"); err != nil {
 					b.Fatal(err)
@@ -299,7 +301,7 @@ func BenchmarkHashPassword(b *testing.B) {
 			}
 			// CPU time is what the hash costs the server, and unlike wall time it does not grow when
 			// other processes share the cores.
-			b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64((procstat.CPUTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 		})
 	}
 }

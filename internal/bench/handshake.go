@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -48,13 +49,13 @@ func (r *run) handshake(ctx context.Context) error {
 	})
 	fp, conn, err := r.startLoadgenHook(ctx, sys, dir, lgConfig{Targets: []string{sys.srv.UDPAddr()}, Devices: n,
 		Sockets: 16, HandshakeRate: 1e6, HandshakeTimeout: time.Second, HandshakeTries: 20}, func() {
-		cpu0, hs0, t0 = cpuTime(), sys.srv.Ingest().Stats().Handshakes.Load(), time.Now()
+		cpu0, hs0, t0 = procstat.CPUTime(), sys.srv.Ingest().Stats().Handshakes.Load(), time.Now()
 	})
 	if err != nil {
 		sys.stop()
 		return err
 	}
-	cpu := cpuTime() - cpu0
+	cpu := procstat.CPUTime() - cpu0
 	wall := time.Since(t0)
 	hs := sys.srv.Ingest().Stats().Handshakes.Load() - hs0
 	fp.stop()
@@ -157,14 +158,14 @@ func x25519Rate(ctx context.Context, d time.Duration) float64 {
 	peer, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	pub := peer.PublicKey()
 	n := 0
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), procstat.CPUTime()
 	for time.Since(start) < d && ctx.Err() == nil {
 		for range 64 {
 			_, _ = k.ECDH(pub)
 		}
 		n += 64
 	}
-	return float64(n) / (cpuTime() - cpu0).Seconds()
+	return float64(n) / (procstat.CPUTime() - cpu0).Seconds()
 }
 
 type forgeConfig struct {

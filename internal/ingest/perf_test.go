@@ -4,12 +4,12 @@ import (
 	"context"
 	"net"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/signet-io/signet/internal/ingest"
 	"github.com/signet-io/signet/internal/loadgen"
+	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -59,23 +59,15 @@ func BenchmarkIngestUDP(b *testing.B) {
 	if err := g.Connect(ctx); err != nil {
 		b.Fatal(err)
 	}
-	cpu0 := processCPU()
+	cpu0 := procstat.CPUTime()
 	b.ResetTimer()
 	res, err := g.Run(ctx)
 	b.StopTimer()
 	if err != nil {
 		b.Fatalf("%v (%+v)", err, res)
 	}
-	cpu := processCPU() - cpu0
+	cpu := procstat.CPUTime() - cpu0
 	b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(res.Readings), "cpu-us/uplink")
 	b.ReportMetric(float64(res.Readings)/b.Elapsed().Seconds(), "uplinks/s")
 	b.ReportMetric(float64(res.Resent), "resent")
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

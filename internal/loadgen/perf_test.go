@@ -2,9 +2,10 @@ package loadgen
 
 import (
 	"net"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/signet-io/signet/internal/procstat"
 )
 
 // BenchmarkUDPLoopback is the floor of the device→relay hop on this
@@ -38,7 +39,7 @@ func BenchmarkUDPLoopback(b *testing.B) {
 		}
 	}()
 	dg := make([]byte, 96)
-	cpu0 := processCPU()
+	cpu0 := procstat.CPUTime()
 	for b.Loop() {
 		if _, err := tx.Write(dg); err != nil {
 			b.Fatal(err)
@@ -46,16 +47,8 @@ func BenchmarkUDPLoopback(b *testing.B) {
 	}
 	elapsed := b.Elapsed()
 	n := <-got // after a second of silence
-	cpu := processCPU() - cpu0
+	cpu := procstat.CPUTime() - cpu0
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "received/s")
 	b.ReportMetric(float64(n)/float64(b.N), "delivered")
 	b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(max(n, 1)), "cpu-us/datagram")
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

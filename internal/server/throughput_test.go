@@ -5,19 +5,17 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/signet-io/signet/internal/loadgen"
+	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/relay"
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/store/sqlite"
@@ -117,7 +115,7 @@ func runThroughput(tb testing.TB, sc throughputScenario) throughputResult {
 	defer hub.stop()
 
 	start := time.Now()
-	cpu0 := throughputCPU()
+	cpu0 := procstat.CPUTime()
 	var steadyMu sync.Mutex
 	steadyDone := make(chan struct{})
 	go func() {
@@ -149,7 +147,7 @@ func runThroughput(tb testing.TB, sc throughputScenario) throughputResult {
 	}
 	throughputWait(tb, time.Minute, "every reading stored", func() bool { return throughputCount(tb, db) >= want })
 	res.elapsed = time.Since(start)
-	res.cpu = throughputCPU() - cpu0
+	res.cpu = procstat.CPUTime() - cpu0
 	<-steadyDone
 	res.stored = throughputCount(tb, db)
 	if res.stored != want {
@@ -537,30 +535,7 @@ func throughputHeap() (heap, rss uint64) {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapAlloc, throughputRSS()
-}
-
-// throughputCPU is the CPU time the process has used so far.
-func throughputCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func throughputRSS() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return m.HeapAlloc, procstat.RSS()
 }
 
 // throughputSessionCost is the heap a wire.Session takes: the generator holds one

@@ -3,10 +3,10 @@ package sqlite
 import (
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/store"
 	"github.com/signet-io/signet/internal/wire"
 )
@@ -172,7 +172,7 @@ func BenchmarkSQLiteFloor(b *testing.B) {
 	raw := make([]byte, 64)
 	args := make([]any, 0, 3*chunkRows)
 	var seq int64
-	cpu0 := processCPU()
+	cpu0 := procstat.CPUTime()
 	rows := 0
 	for b.Loop() {
 		tx, err := s.w.BeginTx(ctx, nil)
@@ -197,7 +197,7 @@ func BenchmarkSQLiteFloor(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/1000/float64(rows), "cpu-us/row")
+	b.ReportMetric(float64((procstat.CPUTime()-cpu0).Nanoseconds())/1000/float64(rows), "cpu-us/row")
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 }
 
@@ -208,15 +208,6 @@ func perfStoreB(b *testing.B) (*Store, []int64) {
 	}
 	b.Cleanup(func() { s.Close() })
 	return s, nil
-}
-
-// processCPU is the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkAppendCPU is BenchmarkAppendReadings (2,000 readings from 200
@@ -251,7 +242,7 @@ func BenchmarkAppendCPU(b *testing.B) {
 	batch := make([]store.Reading, batchSize)
 	var seq uint64
 	stored := 0
-	cpu0 := processCPU()
+	cpu0 := procstat.CPUTime()
 	for b.Loop() {
 		seq++
 		for i := range batch {
@@ -267,6 +258,6 @@ func BenchmarkAppendCPU(b *testing.B) {
 		}
 		stored += len(got)
 	}
-	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/1000/float64(stored), "cpu-us/reading")
+	b.ReportMetric(float64((procstat.CPUTime()-cpu0).Nanoseconds())/1000/float64(stored), "cpu-us/reading")
 	b.ReportMetric(float64(stored)/b.Elapsed().Seconds(), "readings/s")
 }

@@ -1,14 +1,15 @@
 //go:build unix
 
-package auth
+package procstat
 
 import (
 	"syscall"
 	"time"
 )
 
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
+// CPUTime is the CPU time (user + system) the process has used so far, 0
+// where it cannot be read.
+func CPUTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
