@@ -14,10 +14,7 @@ import (
 // only what the principal may see), users, sessions, service accounts and
 // staff grants. open is as for Run.
 func RunAccess(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store)
-	}{
+	tests := []storeTest{
 		{"DefaultOrg", testDefaultOrg},
 		{"Scoping", testScoping},
 		{"StaffGrants", testStaffGrants},
@@ -28,18 +25,7 @@ func RunAccess(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Invitations", testInvitations},
 		{"RemoteAccess", testRemoteAccess},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			tc.fn(t, s)
-		})
-	}
+	runAll(t, open, tests)
 }
 
 var operator = store.Principal{Kind: store.PrincipalOperator, Now: t0}

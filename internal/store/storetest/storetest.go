@@ -41,10 +41,7 @@ import (
 // Run closes it when the subtest that asked for it ends. Subtests run in
 // parallel.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store)
-	}{
+	tests := []storeTest{
 		{"Projects", testProjects},
 		{"Devices", testDevices},
 		{"DeviceEnabled", testDeviceEnabled},
@@ -63,6 +60,18 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LastReading", testLastReading},
 		{"Concurrent", testConcurrent},
 	}
+	runAll(t, open, tests)
+}
+
+// storeTest is one test of a contract suite.
+type storeTest struct {
+	name string
+	fn   func(t *testing.T, s store.Store)
+}
+
+// runAll runs tests in parallel, each on a new store from open, closed
+// when the test ends.
+func runAll(t *testing.T, open func(t *testing.T) store.Store, tests []storeTest) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
