@@ -3,8 +3,11 @@ package wire
 import (
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/flynn/noise"
+
+	"github.com/signet-io/signet/internal/procstat"
 )
 
 // BenchmarkOpen64 is the per-datagram server cost: parse the header, check
@@ -64,6 +67,7 @@ func BenchmarkResponderHandshake(b *testing.B) {
 	out := make([]byte, 0, MaxDatagramSize)
 	i := 0
 	b.ReportAllocs()
+	cpu0 := procstat.CPUTime()
 	for b.Loop() {
 		m := msgs[i%len(msgs)]
 		i++
@@ -78,7 +82,42 @@ func BenchmarkResponderHandshake(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+	reportCPU(b, cpu0)
+}
+
+// reportCPU reports the process's CPU time per operation since cpu0: on a
+// machine shared with other work it moves less than the wall clock.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64((procstat.CPUTime() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkX25519 is one variable-base scalar multiplication (the
+// Montgomery ladder), the floor under each of the responder's three
+// Diffie-Hellman operations per handshake (es, ee, se).
+func BenchmarkX25519(b *testing.B) {
+	k, _ := GenerateKey(nil)
+	peer, _ := GenerateKey(nil)
+	pub := peer.Public()
+	var out [32]byte
+	cpu0 := procstat.CPUTime()
+	for b.Loop() {
+		x25519(&out, (*[32]byte)(&k), (*[32]byte)(&pub))
+	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkX25519Base is the fixed-base multiplication that makes the
+// responder's ephemeral public key, its fourth scalar multiplication.
+func BenchmarkX25519Base(b *testing.B) {
+	k, _ := GenerateKey(nil)
+	var out [32]byte
+	cpu0 := procstat.CPUTime()
+	for b.Loop() {
+		x25519Base(&out, (*[32]byte)(&k))
+	}
+	reportCPU(b, cpu0)
 }
 
 // BenchmarkFlynnResponderHandshake is the same work done by
