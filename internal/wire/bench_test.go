@@ -90,7 +90,7 @@ func BenchmarkResponderHandshake(b *testing.B) {
 // reportCPU reports the process's CPU time per operation since cpu0: on a
 // machine shared with other work it moves less than the wall clock.
 func reportCPU(b *testing.B, cpu0 time.Duration) {
-	b.ReportMetric(float64((procstat.CPUTime() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64((procstat.CPUTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkX25519 is one variable-base scalar multiplication (the
