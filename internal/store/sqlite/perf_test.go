@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -260,4 +261,47 @@ func BenchmarkAppendCPU(b *testing.B) {
 	}
 	b.ReportMetric(float64((procstat.CPUTime()-cpu0).Nanoseconds())/1000/float64(stored), "cpu-us/reading")
 	b.ReportMetric(float64(stored)/b.Elapsed().Seconds(), "readings/s")
+}
+
+// TestWALStartsOverUnderSteadyIngest: with a writer that never pauses, the
+// checkpointer still gets the WAL to start over (by the top-up on the
+// write connection), without the truncating checkpoint that stalls the
+// writer. Without the top-up the WAL only grows while the writer is busy.
+func TestWALStartsOverUnderSteadyIngest(t *testing.T) {
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	// The background checkpointer is running with the defaults; these
+	// take effect from its next round.
+	s.stopCkpt()
+	<-s.ckptDone
+	s.ckptTopUp, s.ckptTruncate = 64, 1<<30
+	cctx, cancel := context.WithCancel(ctx)
+	s.stopCkpt, s.ckptDone, s.ckptEvery = cancel, make(chan struct{}), 5*time.Millisecond
+	go s.checkpoints(cctx)
+
+	deadline := time.Now().Add(20 * time.Second)
+	seqs := make([]uint64, len(ids))
+	for i := 0; s.restarts.Load() < 3; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the WAL never started over: %d top-ups, %d truncations, %d pages at the last checkpoint",
+				s.topUps.Load(), s.truncations.Load(), s.walPages)
+		}
+		// A few readings of scattered devices per commit, as ingest at
+		// a moderate rate writes them: many pages per commit.
+		var rs []store.Reading
+		for j := range 8 {
+			d := (i*8 + j) % len(ids)
+			seqs[d]++
+			rs = append(rs, store.Reading{DeviceID: ids[d], ProjectID: "p", Seq: seqs[d], Received: time.Now(), Raw: make([]byte, 64)})
+		}
+		if _, err := s.AppendReadings(ctx, store.Append{Readings: rs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.truncations.Load(); n != 0 {
+		t.Errorf("%d truncating checkpoints; want none", n)
+	}
+	if s.topUps.Load() == 0 {
+		t.Error("the WAL started over without a top-up")
+	}
 }
