@@ -8,6 +8,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -146,8 +147,11 @@ const maxPending = 16384
 
 // Server is the ingest side of the device channel.
 type Server struct {
-	cfg   Config
-	now   func() time.Time
+	cfg Config
+	now func() time.Time
+	// start is the origin of the clock readings kept per device and per
+	// session (mono), which take 8 bytes each instead of a time.Time's 24.
+	start time.Time
 	log   *slog.Logger
 	keys  []*serverKey // the current key first, then the one being retired
 	load  *rate.Limiter
@@ -180,26 +184,33 @@ type device struct {
 	// a second relay's copy from a replay.
 	lastInit      [16]byte
 	lastInitRelay string
-	lastInitAt    time.Time
+	lastInitAt    time.Duration // mono
 	// replaces is the key this one rotated from, until this key has
 	// completed a handshake.
 	replaces wire.PublicKey
 	// tellKey: the device's last handshake used the server key being
 	// retired; it is sent the current key once its session is confirmed.
 	tellKey bool
-	// epochAt is when the current transmit-only epoch was opened.
-	epochAt   time.Time
-	current   *session // confirmed, used for downlinks
-	previous  *session // still accepted until prevUntil
-	prevUntil time.Time
-	next      *session // answered, not yet confirmed by the device
+	// epochAt is when the current transmit-only epoch was opened (mono).
+	epochAt   time.Duration
+	current   *session      // confirmed, used for downlinks
+	previous  *session      // still accepted until prevUntil
+	prevUntil time.Duration // mono
+	next      *session      // answered, not yet confirmed by the device
 	epoch     *session
 	prevEpoch *session
 	epochEph  wire.PublicKey
-	links     []heardLink     // the ways back to the device
-	contig    uint64          // every sequence ≤ contig is durable or was given up by the device
-	pending   map[uint64]bool // sequences above contig: false in flight, true durable
-	lastSeen  time.Time
+	links     []heardLink // the ways back to the device
+	contig    uint64      // every sequence ≤ contig is durable or was given up by the device
+	// pending are the delivered sequences above contig, in order: in
+	// flight or durable. Nil when there are none, as for every device
+	// whose readings are all stored, so an idle device costs nothing here.
+	pending []pendingSeq
+}
+
+type pendingSeq struct {
+	seq     uint64
+	durable bool
 }
 
 // forgetLocked clears every reference the device holds to a dropped session,
@@ -217,15 +228,15 @@ func (d *device) forgetLocked(ss *session) {
 type heardLink struct {
 	relay string
 	link  Link
+	seen  time.Duration // mono
 	rssi  int16
-	seen  time.Time
 }
 
 // maxLinks bounds the ways back kept per device.
 const maxLinks = 8
 
 // noteLinkLocked records that the device was heard through link.
-func (d *device) noteLinkLocked(link Link, meta Meta, now time.Time) {
+func (d *device) noteLinkLocked(link Link, meta Meta, now time.Duration) {
 	for i := range d.links {
 		if d.links[i].relay == meta.Relay {
 			d.links[i] = heardLink{relay: meta.Relay, link: link, rssi: meta.RSSI, seen: now}
@@ -235,7 +246,7 @@ func (d *device) noteLinkLocked(link Link, meta Meta, now time.Time) {
 	if len(d.links) >= maxLinks {
 		oldest := 0
 		for i := range d.links {
-			if d.links[i].seen.Before(d.links[oldest].seen) {
+			if d.links[i].seen < d.links[oldest].seen {
 				oldest = i
 			}
 		}
@@ -250,10 +261,10 @@ const linkFreshness = 2 * time.Minute
 
 // bestLinksLocked returns the ways back, best first: recently heard before
 // stale, then by signal strength.
-func (d *device) bestLinksLocked(now time.Time) []Link {
+func (d *device) bestLinksLocked(now time.Duration) []Link {
 	ls := append([]heardLink(nil), d.links...)
 	slices.SortFunc(ls, func(a, b heardLink) int {
-		af, bf := now.Sub(a.seen) < linkFreshness, now.Sub(b.seen) < linkFreshness
+		af, bf := now-a.seen < linkFreshness, now-b.seen < linkFreshness
 		if af != bf {
 			if af {
 				return -1
@@ -263,7 +274,7 @@ func (d *device) bestLinksLocked(now time.Time) []Link {
 		if a.rssi != b.rssi {
 			return int(b.rssi) - int(a.rssi)
 		}
-		return b.seen.Compare(a.seen)
+		return cmp.Compare(b.seen, a.seen)
 	})
 	out := make([]Link, len(ls))
 	for i, l := range ls {
@@ -276,7 +287,7 @@ func (d *device) bestLinksLocked(now time.Time) []Link {
 // next best while sending fails (a relay that is gone).
 func (s *Server) sendBest(d *device, dg []byte) error {
 	d.mu.Lock()
-	links := d.bestLinksLocked(s.now())
+	links := d.bestLinksLocked(s.mono(s.now()))
 	d.mu.Unlock()
 	err := ErrNoSession
 	for _, l := range links {
@@ -288,12 +299,20 @@ func (s *Server) sendBest(d *device, dg []byte) error {
 	return err
 }
 
+// session is a device's session: a handshake's or a transmit-only epoch's
+// (Session.Epoch). The wire.Session is embedded by value, so a session is
+// one allocation (384 bytes, a size class of its own), the server's largest
+// cost per idle device.
 type session struct {
-	*wire.Session
+	wire.Session
 	dev     *device
-	created time.Time
-	epoch   bool
+	created time.Duration // mono
 }
+
+// mono is t as the Server keeps it: its distance from s.start, which keeps
+// t's monotonic clock reading when both have one (an age is then immune to
+// wall-clock steps, as with time.Time).
+func (s *Server) mono(t time.Time) time.Duration { return t.Sub(s.start) }
 
 // New makes a server for cfg.
 func New(cfg Config) (*Server, error) {
@@ -324,6 +343,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.start = s.now()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -358,7 +378,7 @@ func (s *Server) AddDevice(pub wire.PublicKey, info DeviceInfo) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.devices[pub]; !ok {
-		d := &device{pub: pub, info: info, ss: ss, pending: map[uint64]bool{},
+		d := &device{pub: pub, info: info, ss: ss,
 			rate: rate.NewLimiter(rate.Limit(s.cfg.DeviceRate), int(2*s.cfg.DeviceRate)+1)}
 		s.devices[pub] = d
 		if info.ID != 0 {
@@ -397,7 +417,7 @@ func (s *Server) dropLocked(ss *session) {
 		return
 	}
 	s.mu.Lock()
-	if ss.epoch {
+	if ss.Epoch() {
 		list := s.epochs[ss.LocalIndex]
 		for i, c := range list {
 			if c == ss {
@@ -544,7 +564,7 @@ func (s *Server) handleInitiation(ctx context.Context, dg []byte, from Link, met
 	if ini.Timestamp <= d.lastTS {
 		ini.Zero()
 		if ini.Timestamp == d.lastTS && d.lastInit == initID(dg) && meta.Relay != d.lastInitRelay &&
-			s.now().Sub(d.lastInitAt) < relayedCopyWindow {
+			s.mono(s.now())-d.lastInitAt < relayedCopyWindow {
 			// The same initiation relayed by a second relay moments
 			// later: not an attack, and already answered. From the same
 			// source, or later, it is counted as a replay.
@@ -560,7 +580,7 @@ func (s *Server) handleInitiation(ctx context.Context, dg []byte, from Link, met
 		return
 	}
 	d.lastTS = ini.Timestamp
-	d.lastInit, d.lastInitRelay, d.lastInitAt = initID(dg), meta.Relay, now
+	d.lastInit, d.lastInitRelay, d.lastInitAt = initID(dg), meta.Relay, s.mono(now)
 	if old := d.replaces; old != (wire.PublicKey{}) {
 		// The rotated-to key has handshaken: the old key stops working.
 		d.replaces = wire.PublicKey{}
@@ -572,14 +592,15 @@ func (s *Server) handleInitiation(ctx context.Context, dg []byte, from Link, met
 		s.stats.HandshakeFailures.Add(1)
 		return
 	}
-	ss := &session{Session: wire.NewSession(&keys, idx, ini.SenderIndex), dev: d, created: now}
+	ss := &session{dev: d, created: s.mono(now)}
+	ss.Init(&keys, idx, ini.SenderIndex)
 	keys.Zero()
 	s.mu.Lock()
 	s.sessions[idx] = ss
 	s.mu.Unlock()
 	s.dropLocked(d.next)
 	d.next = ss
-	d.noteLinkLocked(from, meta, now)
+	d.noteLinkLocked(from, meta, s.mono(now))
 	// A device still pinning the key being retired learns the current one
 	// as soon as this session is confirmed.
 	d.tellKey = ki != 0
@@ -693,10 +714,10 @@ func (s *Server) newIndex() uint32 {
 // is held.
 func (s *Server) usableLocked(ss *session, now time.Time) bool {
 	d := ss.dev
-	if now.Sub(ss.created) > s.cfg.Timers.RejectAfter() {
+	if s.mono(now)-ss.created > s.cfg.Timers.RejectAfter() {
 		return false
 	}
-	if (ss == d.previous || ss == d.prevEpoch) && now.After(d.prevUntil) {
+	if (ss == d.previous || ss == d.prevEpoch) && s.mono(now) > d.prevUntil {
 		return false
 	}
 	return ss == d.current || ss == d.previous || ss == d.next || ss == d.epoch || ss == d.prevEpoch
@@ -748,7 +769,7 @@ func (s *Server) open(ctx context.Context, ss *session, h wire.Header, dg []byte
 		return true
 	}
 	d.mu.Unlock()
-	pt, err := ss.OpenFunc(nil, dg, func(pt []byte) { s.recent.add(ss.LocalIndex, h.Counter, pt) })
+	pt, err := ss.OpenFunc(nil, dg, func([]byte) { s.recent.add(ss.LocalIndex, h.Counter, meta.Relay) })
 	switch {
 	case errors.Is(err, wire.ErrReplay):
 		s.heardAgain(ctx, ss, h, dg, meta, now)
@@ -756,7 +777,6 @@ func (s *Server) open(ctx context.Context, ss *session, h wire.Header, dg []byte
 	case err != nil:
 		return false
 	}
-	s.recent.claim(ss.LocalIndex, h.Counter, meta.Relay)
 	if now.Sub(meta.Received) < bufferedAge && !d.rate.AllowN(now, 1) {
 		// Authentic but over the device's budget: dropped, counted, and
 		// not acknowledged, so the device resends later. Datagrams a relay
@@ -771,14 +791,13 @@ func (s *Server) open(ctx context.Context, ss *session, h wire.Header, dg []byte
 		if d.previous != nil {
 			s.dropLocked(d.previous)
 		}
-		d.previous, d.prevUntil = d.current, now.Add(s.cfg.Timers.OverlapFor())
+		d.previous, d.prevUntil = d.current, s.mono(now)+s.cfg.Timers.OverlapFor()
 		d.current, d.next = ss, nil
 		tellKey, d.tellKey = d.tellKey, false
 	}
-	if !ss.epoch {
-		d.noteLinkLocked(from, meta, now)
+	if !ss.Epoch() {
+		d.noteLinkLocked(from, meta, s.mono(now))
 	}
-	d.lastSeen = now
 	d.mu.Unlock()
 	if tellKey {
 		s.sendServerKey(ss, from)
@@ -802,13 +821,19 @@ func (s *Server) sendServerKey(ss *session, from Link) {
 	}
 }
 
-// heardAgain handles a datagram whose counter was already accepted. If it
-// is a byte-identical copy of a recent datagram relayed by another relay,
-// it is authentic (its tag verifies) and that relay is recorded as having
-// heard the readings; anything else is a replay.
+// heardAgain handles a datagram the replay window refused. If its counter
+// is that of a recent datagram, not yet forwarded by this relay, and its
+// tag verifies, it is a copy of that datagram relayed by another relay
+// (a sender never seals two datagrams with one counter), and the relay is
+// recorded as having heard the readings; anything else is a replay. The
+// cache is asked before decrypting, so an old replay costs no decryption.
 func (s *Server) heardAgain(ctx context.Context, ss *session, h wire.Header, dg []byte, meta Meta, now time.Time) {
-	pt, ok := s.recent.claim(ss.LocalIndex, h.Counter, meta.Relay)
-	if !ok || !ss.Verify(dg, pt) {
+	if !s.recent.remembered(ss.LocalIndex, h.Counter, meta.Relay) {
+		s.stats.Replays.Add(1)
+		return
+	}
+	pt, err := ss.Reopen(nil, dg)
+	if err != nil || !s.recent.claim(ss.LocalIndex, h.Counter, meta.Relay) {
 		s.stats.Replays.Add(1)
 		return
 	}
@@ -843,7 +868,7 @@ func (s *Server) handleEpoch(ctx context.Context, dg []byte, from Link, meta Met
 	if d.epoch != nil && ep.Ephemeral == d.epochEph {
 		cur, opened := d.epoch, d.epochAt
 		d.mu.Unlock()
-		if now.Sub(opened) >= relayedCopyWindow {
+		if s.mono(now)-opened >= relayedCopyWindow {
 			// The device repeats its opening at once (and several
 			// relays forward it); a copy much later is a replay, and must
 			// not make a silent device look alive.
@@ -864,20 +889,20 @@ func (s *Server) handleEpoch(ctx context.Context, dg []byte, from Link, meta Met
 		return
 	}
 	d.lastTS = ep.Timestamp
-	ss := &session{Session: wire.NewEpochSession(&ep.Key, ep.Index, false), dev: d, created: now, epoch: true}
+	ss := &session{dev: d, created: s.mono(now)}
+	ss.InitEpoch(&ep.Key, ep.Index, false)
 	s.mu.Lock()
 	s.epochs[ep.Index] = append(s.epochs[ep.Index], ss)
 	s.mu.Unlock()
 	s.dropLocked(d.prevEpoch)
-	d.prevEpoch, d.prevUntil = d.epoch, now.Add(s.cfg.Timers.OverlapFor())
-	d.epoch, d.epochEph, d.epochAt = ss, ep.Ephemeral, now
+	d.prevEpoch, d.prevUntil = d.epoch, s.mono(now)+s.cfg.Timers.OverlapFor()
+	d.epoch, d.epochEph, d.epochAt = ss, ep.Ephemeral, s.mono(now)
 	if s.cfg.OnEpoch != nil {
 		st := EpochState{Index: ep.Index, Key: ep.Key, Ephemeral: ep.Ephemeral, Timestamp: ep.Timestamp, Opened: now}
 		s.cfg.OnEpoch(d.info, st)
 		clear(st.Key[:])
 	}
 	clear(ep.Key[:])
-	d.lastSeen = now
 	s.stats.Epochs.Add(1)
 	d.mu.Unlock()
 	if len(ep.Payload) > 0 {
@@ -897,7 +922,7 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 		return
 	}
 	d := ss.dev
-	if m.Rotate != nil && !ss.epoch {
+	if m.Rotate != nil && !ss.Epoch() {
 		s.rotate(ctx, ss, wire.PublicKey(m.Rotate.NewKey))
 	}
 	ev := Event{Device: d.pub, Info: d.info, Received: now, Meta: meta, Health: m.Health, CommandResult: m.CommandResult}
@@ -929,7 +954,7 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 				}
 			}
 		}
-		if ss.epoch {
+		if ss.Epoch() {
 			// Transmit-only copies heard by several relays: each relay
 			// that heard one is recorded.
 			ev.HeardAgain = dups
@@ -939,7 +964,7 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 		if m.Readings == nil {
 			return
 		}
-		if m.Readings != nil && !ss.epoch {
+		if m.Readings != nil && !ss.Epoch() {
 			s.ack(ss, from) // all duplicates: the device missed our ACK
 		}
 		return
@@ -955,7 +980,7 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 	}
 	s.stats.Readings.Add(uint64(len(ev.Readings)))
 	s.settle(d, fresh, true)
-	if m.Readings != nil && !ss.epoch {
+	if m.Readings != nil && !ss.Epoch() {
 		s.ack(ss, from)
 	}
 }
@@ -998,18 +1023,16 @@ func (s *Server) dedup(d *device, b *wire.ReadingBatch) ([]wire.Reading, []int, 
 		// The device gave up everything below Base (acknowledged, or
 		// dropped from a full outbox and reported in its health).
 		d.contig = b.Base - 1
-		for seq := range d.pending {
-			if seq <= d.contig {
-				delete(d.pending, seq)
-			}
-		}
+		i, _ := d.pendingAt(d.contig + 1)
+		d.pending = slices.Delete(d.pending, 0, i)
 		s.advanceLocked(d)
 	}
 	out := make([]wire.Reading, 0, len(b.Readings))
 	idx := make([]int, 0, len(b.Readings))
 	var dups []uint64
 	for i, r := range b.Readings {
-		if _, seen := d.pending[r.Seq]; seen || r.Seq <= d.contig {
+		at, seen := d.pendingAt(r.Seq)
+		if seen || r.Seq <= d.contig {
 			s.stats.Duplicates.Add(1)
 			dups = append(dups, r.Seq)
 			continue
@@ -1018,7 +1041,7 @@ func (s *Server) dedup(d *device, b *wire.ReadingBatch) ([]wire.Reading, []int, 
 			s.stats.DeliverFailures.Add(1)
 			break
 		}
-		d.pending[r.Seq] = false
+		d.pending = slices.Insert(d.pending, at, pendingSeq{seq: r.Seq})
 		out = append(out, r)
 		idx = append(idx, i)
 	}
@@ -1031,23 +1054,37 @@ func (s *Server) settle(d *device, seqs []uint64, durable bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, seq := range seqs {
-		if _, ok := d.pending[seq]; !ok {
+		i, ok := d.pendingAt(seq)
+		if !ok {
 			continue // given up by the device meanwhile
 		}
 		if durable {
-			d.pending[seq] = true
+			d.pending[i].durable = true
 		} else {
-			delete(d.pending, seq)
+			d.pending = slices.Delete(d.pending, i, i+1)
 		}
 	}
 	s.advanceLocked(d)
 }
 
+// advanceLocked moves contig past the durable sequences that follow it, and
+// frees d.pending once it is empty.
 func (s *Server) advanceLocked(d *device) {
-	for d.pending[d.contig+1] {
-		delete(d.pending, d.contig+1)
+	n := 0
+	for n < len(d.pending) && d.pending[n].seq == d.contig+1 && d.pending[n].durable {
 		d.contig++
+		n++
 	}
+	d.pending = slices.Delete(d.pending, 0, n)
+	if len(d.pending) == 0 {
+		d.pending = nil
+	}
+}
+
+// pendingAt returns where seq is, or would go, in d.pending, and whether it
+// is there.
+func (d *device) pendingAt(seq uint64) (int, bool) {
+	return slices.BinarySearchFunc(d.pending, seq, func(p pendingSeq, seq uint64) int { return cmp.Compare(p.seq, seq) })
 }
 
 // ack tells the device, over the session its readings came on, the highest
@@ -1183,7 +1220,8 @@ func (s *Server) RestoreEpoch(pub wire.PublicKey, st EpochState) error {
 	if !ok {
 		return ErrUnknownDevice
 	}
-	ss := &session{Session: wire.NewEpochSession(&st.Key, st.Index, false), dev: d, created: st.Opened, epoch: true}
+	ss := &session{dev: d, created: s.mono(st.Opened)}
+	ss.InitEpoch(&st.Key, st.Index, false)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if st.Timestamp <= d.lastTS {
@@ -1193,7 +1231,7 @@ func (s *Server) RestoreEpoch(pub wire.PublicKey, st EpochState) error {
 	s.epochs[st.Index] = append(s.epochs[st.Index], ss)
 	s.mu.Unlock()
 	s.dropLocked(d.epoch)
-	d.epoch, d.epochEph, d.epochAt, d.lastTS = ss, st.Ephemeral, st.Opened, st.Timestamp
+	d.epoch, d.epochEph, d.epochAt, d.lastTS = ss, st.Ephemeral, s.mono(st.Opened), st.Timestamp
 	return nil
 }
 
