@@ -306,34 +306,58 @@ func (s *spool) collect() {
 // Append adds an uplink frame, dropping the oldest record if the spool is
 // full.
 func (s *spool) Append(frame []byte) error {
-	if len(frame) == 0 || len(frame) > maxRecordData {
-		return fmt.Errorf("relay: spool record of %d bytes", len(frame))
+	one := [1][]byte{frame}
+	_, err := s.AppendBatch(one[:])
+	return err
+}
+
+// AppendBatch adds frames to the end of the buffer, in order (dropping the
+// oldest records if the spool is full), with one write per segment they
+// land in: the relay reads device datagrams in batches, and a write per
+// datagram was a system call per uplink. It returns how many frames were
+// added; on an error the rest were not.
+func (s *spool) AppendBatch(frames [][]byte) (int, error) {
+	for _, f := range frames {
+		if len(f) == 0 || len(f) > maxRecordData {
+			return 0, fmt.Errorf("relay: spool record of %d bytes", len(f))
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lock == nil {
-		return errors.New("relay: spool closed")
+		return 0, errors.New("relay: spool closed")
 	}
-	if tail := s.segs[len(s.segs)-1]; len(tail.offs) >= segRecords {
-		if err := s.addSegment(); err != nil {
-			return fmt.Errorf("relay: spool: new segment: %w", err)
+	done := 0
+	for done < len(frames) {
+		if tail := s.segs[len(s.segs)-1]; len(tail.offs) >= segRecords {
+			if err := s.addSegment(); err != nil {
+				return done, fmt.Errorf("relay: spool: new segment: %w", err)
+			}
 		}
+		tail := s.segs[len(s.segs)-1]
+		chunk := frames[done:min(len(frames), done+segRecords-len(tail.offs))]
+		b := s.scratch[:0]
+		for _, f := range chunk {
+			at := len(b)
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
+			b = binary.LittleEndian.AppendUint32(b, recordCRC(b[at:at+4], f))
+			b = append(b, f...)
+		}
+		s.scratch = b
+		if _, err := tail.f.WriteAt(b, tail.size); err != nil {
+			_ = tail.f.Truncate(tail.size) // a partial record would fail its checksum anyway
+			return done, fmt.Errorf("relay: spool write: %w", err)
+		}
+		for _, f := range chunk {
+			tail.offs = append(tail.offs, uint32(tail.size))
+			tail.size += int64(recHeaderLen + len(f))
+			rc := &s.recent[s.next%recentRecords]
+			rc.seq, rc.valid, rc.frame = s.next, true, append(rc.frame[:0], f...)
+			s.next++
+		}
+		s.dirty = true
+		done += len(chunk)
 	}
-	tail := s.segs[len(s.segs)-1]
-	b := binary.LittleEndian.AppendUint32(s.scratch[:0], uint32(len(frame)))
-	b = binary.LittleEndian.AppendUint32(b, recordCRC(b[:4], frame))
-	b = append(b, frame...)
-	s.scratch = b
-	if _, err := tail.f.WriteAt(b, tail.size); err != nil {
-		_ = tail.f.Truncate(tail.size) // a partial record would fail its checksum anyway
-		return fmt.Errorf("relay: spool write: %w", err)
-	}
-	tail.offs = append(tail.offs, uint32(tail.size))
-	tail.size += int64(len(b))
-	rc := &s.recent[s.next%recentRecords]
-	rc.seq, rc.valid, rc.frame = s.next, true, append(rc.frame[:0], frame...)
-	s.next++
-	s.dirty = true
 	if over := int(s.next-s.head) - s.max; over > 0 {
 		s.head += uint64(over)
 		s.dropped += uint64(over)
@@ -343,7 +367,7 @@ func (s *spool) Append(frame []byte) error {
 	case s.ready <- struct{}{}:
 	default:
 	}
-	return nil
+	return done, nil
 }
 
 // Next copies into buf the first readable record at or after seq (and at or

@@ -142,3 +142,60 @@ func TestSpoolIsExclusive(t *testing.T) {
 		t.Fatal("two spools opened on one directory")
 	}
 }
+
+// TestSpoolBatchesAcrossSegments: batches that end a segment and start the
+// next are read back whole and in order, from memory and, after a reopen,
+// from disk; a full spool drops the oldest as with single appends.
+func TestSpoolBatchesAcrossSegments(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestSpool(t, dir, 100000)
+	const total = 2*segRecords + 333
+	n := uint64(0)
+	for n < total {
+		batch := make([][]byte, 0, 97)
+		for range min(97, total-n) {
+			n++
+			batch = append(batch, testFrame(t, n))
+		}
+		if done, err := s.AppendBatch(batch); err != nil || done != len(batch) {
+			t.Fatalf("appended %d of %d: %v", done, len(batch), err)
+		}
+	}
+	check := func(when string, got []uint64) {
+		t.Helper()
+		if len(got) != total {
+			t.Fatalf("%s: read %d records, want %d", when, len(got), total)
+		}
+		for i, c := range got {
+			if c != uint64(i+1) {
+				t.Fatalf("%s: record %d holds frame %d", when, i, c)
+			}
+		}
+	}
+	got, _ := drain(t, s, 0)
+	check("before reopen", got)
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestSpool(t, dir, 100000)
+	got, _ = drain(t, s, 0)
+	check("after reopen", got)
+
+	small := openTestSpool(t, t.TempDir(), 10)
+	batch := make([][]byte, 25)
+	for i := range batch {
+		batch[i] = testFrame(t, uint64(i+1))
+	}
+	if _, err := small.AppendBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := drain(t, small, 0); small.Len() != 10 || small.Dropped() != 15 || len(got) != 10 || got[0] != 16 {
+		t.Fatalf("full spool: len %d, dropped %d, kept %v", small.Len(), small.Dropped(), got)
+	}
+	if _, err := small.AppendBatch([][]byte{testFrame(t, 26), nil}); err == nil {
+		t.Fatal("an empty record was accepted")
+	}
+	if small.Len() != 10 {
+		t.Fatalf("a refused batch changed the spool: len %d", small.Len())
+	}
+}
