@@ -1,9 +1,11 @@
 package wire
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
+	"hash"
 	"io"
 	"sync"
 	"time"
@@ -79,6 +81,13 @@ type CookieChecker struct {
 	mac1Key   [32]byte
 	cookieKey [32]byte
 	rand      io.Reader
+	// mac1s holds BLAKE2s states keyed with mac1Key: CheckMAC1 runs on
+	// every first message, a flood's included, and a keyed state costs two
+	// allocations to make; Reset restores its keyed start.
+	mac1s sync.Pool // of *mac1State
+	// sealer encrypts cookie replies (its key never changes; the AEAD
+	// keeps no state between calls, so it is shared).
+	sealer cipher.AEAD
 
 	mu       sync.Mutex
 	secret   [2][32]byte // current, previous
@@ -92,11 +101,20 @@ func NewCookieChecker(pub PublicKey, rnd io.Reader) *CookieChecker {
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	return &CookieChecker{
+	c := &CookieChecker{
 		mac1Key:   labelKey(labelMAC1, &pub),
 		cookieKey: labelKey(labelCookie, &pub),
 		rand:      rnd,
 	}
+	c.mac1s.New = func() any {
+		m, err := blake2s.New128(c.mac1Key[:])
+		if err != nil {
+			panic("wire: bad MAC key length") // unreachable: the key is 32 bytes
+		}
+		return &mac1State{h: m}
+	}
+	c.sealer, _ = chacha20poly1305.NewX(c.cookieKey[:]) // the key length is fixed
+	return c
 }
 
 // CheckMAC1 reports whether a first message carries a valid mac1. The
@@ -106,8 +124,19 @@ func (c *CookieChecker) CheckMAC1(msg []byte) bool {
 	if m1 < 0 {
 		return false
 	}
-	want := mac(c.mac1Key[:], msg[:m1])
-	return subtle.ConstantTimeCompare(want[:], msg[m1:m1+macSize]) == 1
+	m := c.mac1s.Get().(*mac1State)
+	m.h.Reset()
+	m.h.Write(msg[:m1])
+	ok := subtle.ConstantTimeCompare(m.h.Sum(m.sum[:0]), msg[m1:m1+macSize]) == 1
+	c.mac1s.Put(m)
+	return ok
+}
+
+// mac1State is a keyed BLAKE2s-128 state with room for its sum, which
+// would otherwise escape to the heap through the hash.Hash interface.
+type mac1State struct {
+	h   hash.Hash
+	sum [macSize]byte
 }
 
 // secrets returns the current and previous cookie secrets, rotating first if
@@ -131,6 +160,13 @@ func (c *CookieChecker) secrets(now time.Time) (cur, prev [32]byte, hasPrev bool
 func (c *CookieChecker) CheckMAC2(msg, src []byte, now time.Time) bool {
 	_, m2 := macOffsets(msg)
 	if m2 < 0 {
+		return false
+	}
+	// An initiation made without a cookie carries zeros (a MAC that is
+	// zeros by chance is a 2^-128 event): refused before any MAC is
+	// computed, as is most of a forged flood. mac2 is public, so the
+	// shortcut tells an observer nothing.
+	if [macSize]byte(msg[m2:m2+macSize]) == ([macSize]byte{}) {
 		return false
 	}
 	cur, prev, hasPrev, err := c.secrets(now)
@@ -171,8 +207,7 @@ func (c *CookieChecker) AppendCookieReply(dst, msg, src []byte, now time.Time) (
 	if _, err := io.ReadFull(c.rand, dst[start:]); err != nil {
 		return nil, err
 	}
-	aead, _ := chacha20poly1305.NewX(c.cookieKey[:])
-	return aead.Seal(dst, dst[start:start+cookieNonceSize], cookie[:], msg[m1:m1+macSize]), nil
+	return c.sealer.Seal(dst, dst[start:start+cookieNonceSize], cookie[:], msg[m1:m1+macSize]), nil
 }
 
 // ConsumeCookieReply decrypts a cookie reply addressed to the pending
