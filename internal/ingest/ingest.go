@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"golang.org/x/time/rate"
 
@@ -225,10 +226,14 @@ func (d *device) forgetLocked(ss *session) {
 
 // heardLink is a relay (or the server's own port) that recently heard a
 // device, with the signal it heard it at: downlinks go the best way.
+//
+// It is 32 bytes, kept per device with a session: the relay's id is a
+// unique handle (one word), and seen is in whole seconds of mono, plenty
+// for a freshness of minutes.
 type heardLink struct {
-	relay string
 	link  Link
-	seen  time.Duration // mono
+	relay unique.Handle[string]
+	seen  int32 // seconds, mono
 	rssi  int16
 }
 
@@ -237,9 +242,10 @@ const maxLinks = 8
 
 // noteLinkLocked records that the device was heard through link.
 func (d *device) noteLinkLocked(link Link, meta Meta, now time.Duration) {
+	l := heardLink{link: link, relay: unique.Make(meta.Relay), seen: int32(now / time.Second), rssi: meta.RSSI}
 	for i := range d.links {
-		if d.links[i].relay == meta.Relay {
-			d.links[i] = heardLink{relay: meta.Relay, link: link, rssi: meta.RSSI, seen: now}
+		if d.links[i].relay == l.relay {
+			d.links[i] = l
 			return
 		}
 	}
@@ -252,7 +258,7 @@ func (d *device) noteLinkLocked(link Link, meta Meta, now time.Duration) {
 		}
 		d.links = append(d.links[:oldest], d.links[oldest+1:]...)
 	}
-	d.links = append(d.links, heardLink{relay: meta.Relay, link: link, rssi: meta.RSSI, seen: now})
+	d.links = append(d.links, l)
 }
 
 // linkFreshness is how recently a relay must have heard a device for a
@@ -263,8 +269,9 @@ const linkFreshness = 2 * time.Minute
 // stale, then by signal strength.
 func (d *device) bestLinksLocked(now time.Duration) []Link {
 	ls := append([]heardLink(nil), d.links...)
+	sec := int32(now / time.Second)
 	slices.SortFunc(ls, func(a, b heardLink) int {
-		af, bf := now-a.seen < linkFreshness, now-b.seen < linkFreshness
+		af, bf := sec-a.seen < int32(linkFreshness/time.Second), sec-b.seen < int32(linkFreshness/time.Second)
 		if af != bf {
 			if af {
 				return -1
