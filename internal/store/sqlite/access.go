@@ -236,13 +236,13 @@ func (s *Store) ScopedDevices(ctx context.Context, p store.Principal, projectID 
 }
 
 func (s *Store) ScopedReadings(ctx context.Context, p store.Principal, q store.ReadingQuery) ([]store.Reading, error) {
-	where, args, err := readingsWhere(q)
+	rq, err := newRangeQuery(q)
 	if err != nil {
 		return nil, err
 	}
 	aq, aargs := access(p)
-	where = "project_id IN (SELECT project_id FROM (" + aq + ")) AND " + where
-	out, err := s.queryReadings(ctx, where, "id", append(aargs, args...))
+	rq.scope, rq.scopeArgs = "project_id IN (SELECT project_id FROM ("+aq+"))", aargs
+	out, err := s.readings(ctx, rq)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: readings of project %q: %w", q.ProjectID, err)
 	}

@@ -293,64 +293,11 @@ func inMillisRange(t time.Time) bool {
 	return t.IsZero() || (!t.Before(minMillis) && !t.After(maxMillis))
 }
 
-// Readings answers one page of q in ID order. Limit 0 means 100; larger
-// than 1000 means 1000.
-func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Reading, error) {
-	where, args, err := readingsWhere(q)
-	if err != nil {
-		return nil, err
-	}
-	out, err := s.queryReadings(ctx, where, "id", args)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: readings of project %q: %w", q.ProjectID, err)
-	}
-	return out, nil
-}
-
-// readingsWhere is the condition of q and its arguments, the page size
-// last (Readings and ScopedReadings share it).
-func readingsWhere(q store.ReadingQuery) (string, []any, error) {
-	switch {
-	case q.ProjectID == "":
-		return "", nil, fmt.Errorf("sqlite: readings: no project id: %w", store.ErrInvalid)
-	case q.Limit < 0:
-		return "", nil, fmt.Errorf("sqlite: readings: negative limit: %w", store.ErrInvalid)
-	case !q.From.IsZero() && !q.To.IsZero() && q.To.Before(q.From):
-		return "", nil, fmt.Errorf("sqlite: readings: range ends before it starts: %w", store.ErrInvalid)
-	}
-	limit := q.Limit
-	switch {
-	case limit == 0:
-		limit = defaultLimit
-	case limit > maxLimit:
-		limit = maxLimit
-	}
-	where := []string{"project_id = ?"}
-	args := []any{q.ProjectID}
-	if q.DeviceID != 0 {
-		where = append(where, "device_id = ?")
-		args = append(args, q.DeviceID)
-	}
-	// Stored times are whole milliseconds, so a bound with a fraction of a
-	// millisecond rounds up: received >= 10.5ms is received >= 11ms.
-	if !q.From.IsZero() {
-		where = append(where, "received >= ?")
-		args = append(args, ceilMillis(q.From))
-	}
-	if !q.To.IsZero() {
-		where = append(where, "received < ?")
-		args = append(args, ceilMillis(q.To))
-	}
-	where = append(where, "id > ?")
-	args = append(args, q.AfterID)
-	args = append(args, limit)
-	return strings.Join(where, " AND "), args, nil
-}
-
 // LastReading returns the device's most recently stored reading (highest
 // ID), whatever its device clock says.
 func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading, error) {
-	out, err := s.queryReadings(ctx, "device_id = ?", "id DESC", []any{deviceID, 1})
+	out, err := s.queryReadings(ctx, page{from: "readings INDEXED BY readings_device_id",
+		where: "device_id = ?", order: "id DESC", args: []any{deviceID, 1}})
 	if err != nil {
 		return store.Reading{}, fmt.Errorf("sqlite: last reading of device %d: %w", deviceID, err)
 	}
@@ -360,19 +307,11 @@ func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading,
 	return out[0], nil
 }
 
-// queryReadings selects a page of readings (args end with the limit) and
-// every hearing of each in one statement: the page is chosen in a
-// subquery, so the limit counts readings, not hearings.
-func (s *Store) queryReadings(ctx context.Context, where, order string, args []any) ([]store.Reading, error) {
-	q := `SELECT r.id, r.device_id, r.project_id, r.seq, r.device_time, r.received, r.kind, r.value,
-			r.name, r.unit, r.pour, r.sealed, r.raw, h.relay_id, h.received, h.rssi, h.snr,
-			r.heard_relay, r.heard_received, r.heard_rssi, r.heard_snr
-		FROM (SELECT id, device_id, project_id, seq, device_time, received, kind, value,
-				name, unit, pour, sealed, raw, heard_relay, heard_received, heard_rssi, heard_snr
-			FROM readings WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?) AS r
-		LEFT JOIN hearings AS h ON h.device_id = r.device_id AND h.seq = r.seq
-		ORDER BY r.` + order + `, h.received, h.relay_id`
-	rows, err := s.r.QueryContext(ctx, q, args...)
+// queryReadings reads a page of readings and every hearing of each in
+// one statement: the page is chosen in a subquery, so the limit counts
+// readings, not hearings.
+func (s *Store) queryReadings(ctx context.Context, p page) ([]store.Reading, error) {
+	rows, err := s.r.QueryContext(ctx, p.sql(), p.args...)
 	if err != nil {
 		return nil, err
 	}

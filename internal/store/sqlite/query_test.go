@@ -1,0 +1,306 @@
+package sqlite
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-io/signet/internal/procstat"
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+// queryStore fills a store with readings of three devices of project "p",
+// in arrival order, every tenth batch a relay's buffer flushed late: its
+// readings were heard (received) up to an hour before readings stored
+// earlier. It returns the readings as stored.
+func queryStore(t *testing.T, n int) (*Store, []int64, []store.Reading) {
+	t.Helper()
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.UnixMilli(1_700_000_000_000).UTC()
+	seqs := make([]uint64, len(ids))
+	var stored []store.Reading
+	for b := 0; len(stored) < n; b++ {
+		var batch []store.Reading
+		for i := range 50 {
+			d := rng.IntN(len(ids))
+			seqs[d]++
+			received := base.Add(time.Duration(b*50+i) * time.Second)
+			if b%10 == 9 {
+				received = received.Add(-time.Duration(rng.IntN(3600)) * time.Second)
+			}
+			batch = append(batch, store.Reading{DeviceID: ids[d], ProjectID: "p", Seq: seqs[d], Received: received,
+				Raw: []byte{0xa0}, Heard: []store.Hearing{{RelayID: "r", Received: received}}})
+		}
+		got, err := s.AppendReadings(ctx, store.Append{Readings: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, got...)
+	}
+	if _, err := s.w.ExecContext(ctx, "ANALYZE"); err != nil {
+		t.Fatal(err)
+	}
+	return s, ids, stored
+}
+
+// TestRangeQueryPlans: a range query reads the range's readings through
+// the (key, received) index and never walks the device's or the project's
+// history through the (key, id) index, which is what SQLite chooses for
+// the same SQL without the names of the indexes.
+func TestRangeQueryPlans(t *testing.T) {
+	s, ids, stored := queryStore(t, 3000)
+	from, to := stored[1000].Received, stored[1100].Received
+	plan := func(q string, args []any) string {
+		t.Helper()
+		rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatalf("explain: %v\n%s", err, q)
+		}
+		defer rows.Close()
+		var lines []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, detail)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(lines, "\n")
+	}
+	has := func(what, got string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: plan lacks %q:\n%s", what, w, got)
+			}
+		}
+	}
+	lacks := func(what, got string, bad ...string) {
+		t.Helper()
+		for _, b := range bad {
+			if strings.Contains(got, b) {
+				t.Errorf("%s: plan has %q:\n%s", what, b, got)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name       string
+		q          store.ReadingQuery
+		byID, byRx string
+	}{
+		{"device", store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from, To: to}, "readings_device_id", "readings_device_received"},
+		{"project", store.ReadingQuery{ProjectID: "p", From: from, To: to}, "readings_project_id", "readings_project_received"},
+		{"device from", store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from}, "readings_device_id", "readings_device_received"},
+		{"project to", store.ReadingQuery{ProjectID: "p", To: to}, "readings_project_id", "readings_project_received"},
+	} {
+		rq, err := newRangeQuery(c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The window: the range in the received index (index only, no
+		// row read), then the page's rows by ID.
+		p := rq.windowPage(0, 100)
+		got := plan(p.sql(), p.args)
+		has(c.name+" window", got, "USING COVERING INDEX "+c.byRx+" (", "USING INTEGER PRIMARY KEY (rowid=?)")
+		lacks(c.name+" window", got, c.byID, "SCAN readings")
+		q, args := rq.windowCountSQL()
+		got = plan(q, args)
+		has(c.name+" count", got, "USING COVERING INDEX "+c.byRx+" (")
+		lacks(c.name+" count", got, c.byID, "SCAN readings")
+		// The walk: from the cursor to its end in the ID index.
+		p = rq.walkPage(5, 500, 100)
+		got = plan(p.sql(), p.args)
+		has(c.name+" walk", got, "USING INDEX "+c.byID+" (", "id>? AND id<?)")
+		lacks(c.name+" walk", got, c.byRx, "SCAN readings", "TEMP B-TREE FOR ORDER BY")
+		q, args = rq.walkEndSQL(200)
+		got = plan(q, args)
+		has(c.name+" walk end", got, "USING COVERING INDEX "+c.byID+" (")
+	}
+	// Without a time range the page is a walk from the cursor.
+	rq, _ := newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[0]})
+	p := rq.walkPage(0, 0, 100)
+	got := plan(p.sql(), p.args)
+	has("device page", got, "USING INDEX readings_device_id (device_id=? AND id>?)")
+	lacks("device page", got, "TEMP B-TREE FOR ORDER BY")
+}
+
+// TestRangeQueryStrategies: every way of reading a range (the window, a
+// walk that fills the page, a walk finished by the window) answers what a
+// scan of every reading answers, page after page, with readings heard long
+// before they were stored.
+func TestRangeQueryStrategies(t *testing.T) {
+	ctx := t.Context()
+	s, ids, stored := queryStore(t, 2000)
+	rng := rand.New(rand.NewPCG(3, 4))
+	match := func(q store.ReadingQuery, r store.Reading) bool {
+		return r.ProjectID == q.ProjectID && (q.DeviceID == 0 || r.DeviceID == q.DeviceID) &&
+			(q.From.IsZero() || !r.Received.Before(q.From)) && (q.To.IsZero() || r.Received.Before(q.To))
+	}
+	late := 0
+	for i := 1; i < len(stored); i++ {
+		if stored[i].Received.Before(stored[i-1].Received) {
+			late++
+		}
+	}
+	if late < 50 {
+		t.Fatalf("only %d readings stored after a later-heard one", late)
+	}
+	for _, bounds := range []struct{ windowMax, walkPages int }{{windowMax, walkPages}, {0, 1}, {20, 1}, {200, 3}} {
+		for range 25 {
+			q := store.ReadingQuery{ProjectID: "p", Limit: 5 + rng.IntN(120)}
+			if rng.IntN(3) > 0 {
+				q.DeviceID = ids[rng.IntN(len(ids))]
+			}
+			a, b := stored[rng.IntN(len(stored))].Received, stored[rng.IntN(len(stored))].Received
+			if b.Before(a) {
+				a, b = b, a
+			}
+			switch rng.IntN(4) {
+			case 0:
+				q.From = a
+			case 1:
+				q.To = b
+			default:
+				q.From, q.To = a, b.Add(time.Millisecond)
+			}
+			var want []int64
+			for _, r := range stored {
+				if match(q, r) {
+					want = append(want, r.ID)
+				}
+			}
+			var got []int64
+			for pages := 0; ; pages++ {
+				if pages > len(stored) {
+					t.Fatalf("%+v: no end", q)
+				}
+				rq, err := newRangeQuery(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rq.windowMax, rq.walkPages = bounds.windowMax, bounds.walkPages
+				rs, err := s.readings(ctx, rq)
+				if err != nil {
+					t.Fatalf("%+v: %v", q, err)
+				}
+				if len(rs) > q.Limit {
+					t.Fatalf("%+v: %d readings", q, len(rs))
+				}
+				for _, r := range rs {
+					got = append(got, r.ID)
+					if len(r.Heard) != 1 || !r.Heard[0].Received.Equal(r.Received) {
+						t.Fatalf("reading %d read back with hearings %+v", r.ID, r.Heard)
+					}
+				}
+				if len(rs) < q.Limit {
+					break
+				}
+				q.AfterID = rs[len(rs)-1].ID
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("bounds %+v, query %+v: got %d readings %v…, want %d %v…", bounds, q,
+					len(got), got[:min(5, len(got))], len(want), want[:min(5, len(want))])
+			}
+		}
+	}
+}
+
+// BenchmarkRangeQuery reads one device's readings by time range from a
+// store of 400,000 readings of 200 devices (2,000 each, one every 10 s,
+// interleaved in arrival order, as `signet bench query` generates them),
+// reporting the process's CPU per page:
+//
+//   - dashboard: a window of 100 readings at a random place in the
+//     device's history, one page of 100;
+//   - export: the device's whole history as one range, paged through with
+//     the cursor, 1,000 readings a page.
+func BenchmarkRangeQuery(b *testing.B) {
+	const (
+		devices   = 200
+		perDevice = 2000
+		stepMs    = 10_000 / devices
+	)
+	ctx := b.Context()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "query.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "query"}); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]int64, devices)
+	for i := range ids {
+		var key wire.PublicKey
+		key[0], key[1], key[31] = byte(i), byte(i>>8), 1
+		if ids[i], err = s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	base := time.UnixMilli(1_700_000_000_000).UTC()
+	if _, err := s.w.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+		INSERT INTO readings (device_id, project_id, seq, device_time, received, kind, value, name, unit, raw,
+			heard_relay, heard_received, heard_rssi, heard_snr)
+		SELECT ? + i % ?, 'p', i / ? + 1, ? + i * ?, ? + i * ?, 1, 1000 + (i % 997) / 10.0, 'pressure', 'hPa',
+			randomblob(40), 'relay-1', ? + i * ?, -70, 7.5
+		FROM n`, devices*perDevice, ids[0], devices, devices, base.UnixMilli(), stepMs, base.UnixMilli(), stepMs,
+		base.UnixMilli(), stepMs); err != nil {
+		b.Fatal(err)
+	}
+	// Statistics as the bench leaves them, and the WAL copied now rather
+	// than by the checkpointer while queries are measured.
+	for _, q := range []string{"ANALYZE", "PRAGMA wal_checkpoint(TRUNCATE)"} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			b.Fatal(err)
+		}
+	}
+	span := time.Duration(devices*perDevice*stepMs) * time.Millisecond
+	rng := rand.New(rand.NewPCG(1, 2))
+	measure := func(b *testing.B, page func() int) {
+		cpu0 := procstat.CPUTime()
+		pages, readings := 0, 0
+		for b.Loop() {
+			readings += page()
+			pages++
+		}
+		b.ReportMetric(float64((procstat.CPUTime()-cpu0).Nanoseconds())/1000/float64(pages), "cpu-us/page")
+		b.ReportMetric(float64(readings)/float64(pages), "readings/page")
+	}
+	b.Run("dashboard", func(b *testing.B) {
+		window := 100 * 10 * time.Second
+		measure(b, func() int {
+			from := base.Add(time.Duration(rng.Int64N(int64(span - window))))
+			rs, err := s.Readings(ctx, store.ReadingQuery{ProjectID: "p", DeviceID: ids[rng.IntN(devices)],
+				From: from, To: from.Add(window), Limit: 100})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return len(rs)
+		})
+	})
+	b.Run("export", func(b *testing.B) {
+		q := store.ReadingQuery{ProjectID: "p", DeviceID: ids[0], From: base, To: base.Add(span), Limit: 1000}
+		measure(b, func() int {
+			rs, err := s.Readings(ctx, q)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(rs) < q.Limit {
+				q.AfterID = 0 // the end: start again
+			} else {
+				q.AfterID = rs[len(rs)-1].ID
+			}
+			return len(rs)
+		})
+	})
+}
