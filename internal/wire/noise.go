@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"hash"
@@ -56,27 +55,61 @@ func initSymmetric(protocol string, responder *PublicKey) symmetric {
 	return s
 }
 
+// hashScratch is how much data mixHash and hmacBLAKE2s hash from a buffer
+// on the stack; longer inputs (a handshake's extension, an epoch's
+// readings) are copied to one on the heap. A handshake hashes some thirty
+// short inputs, and a hash.Hash for each was most of its allocations.
+// (Nothing here goes through the hash.Hash interface, which would move
+// every input and output to the heap.)
+const hashScratch = 128
+
 func (s *symmetric) mixHash(data []byte) {
-	d := newBlake2s()
-	d.Write(s.h[:])
-	d.Write(data)
-	d.Sum(s.h[:0])
+	var buf [32 + hashScratch]byte
+	b := buf[:0]
+	if len(data) > hashScratch {
+		b = make([]byte, 0, 32+len(data))
+	}
+	b = append(append(b, s.h[:]...), data...)
+	s.h = blake2s.Sum256(b)
+	clear(b)
+}
+
+// blake2sBlock is BLAKE2s's block size, HMAC's pad length.
+const blake2sBlock = 64
+
+// hmacBLAKE2s is HMAC (RFC 2104) with BLAKE2s-256 over the concatenation
+// of a and b, for a 32-byte key: H((K ^ opad) || H((K ^ ipad) || a || b)).
+// It is crypto/hmac's result without hash states on the heap;
+// TestHMACMatchesStdlib and the handshake vectors hold it to crypto/hmac.
+func hmacBLAKE2s(key *[32]byte, a, b []byte) [32]byte {
+	var buf [blake2sBlock + hashScratch]byte
+	m := buf[:blake2sBlock]
+	if len(a)+len(b) > hashScratch {
+		m = make([]byte, blake2sBlock, blake2sBlock+len(a)+len(b))
+	}
+	pad := func(v byte) {
+		for i := range m[:blake2sBlock] {
+			m[i] = v
+		}
+		for i, k := range key {
+			m[i] ^= k
+		}
+	}
+	pad(0x36)
+	inner := blake2s.Sum256(append(append(m, a...), b...))
+	pad(0x5c)
+	out := blake2s.Sum256(append(m[:blake2sBlock], inner[:]...))
+	clear(m[:cap(m)])
+	clear(inner[:])
+	return out
 }
 
 // hkdf is the Noise HKDF with two outputs.
 func hkdf(ck *[32]byte, ikm []byte) (out1, out2 [32]byte) {
-	m := hmac.New(newBlake2s, ck[:])
-	m.Write(ikm)
-	var temp [32]byte
-	m.Sum(temp[:0])
-
-	m = hmac.New(newBlake2s, temp[:])
-	m.Write([]byte{1})
-	m.Sum(out1[:0])
-	m.Reset()
-	m.Write(out1[:])
-	m.Write([]byte{2})
-	m.Sum(out2[:0])
+	temp := hmacBLAKE2s(ck, ikm, nil)
+	one, two := [1]byte{1}, [1]byte{2}
+	out1 = hmacBLAKE2s(&temp, one[:], nil)
+	out2 = hmacBLAKE2s(&temp, out1[:], two[:])
 	clear(temp[:])
 	return out1, out2
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"testing"
 
 	"github.com/flynn/noise"
@@ -156,5 +157,33 @@ func staticLookup(t testing.TB, r *Responder, dev PublicKey) func(PublicKey) (*[
 			return nil, false
 		}
 		return &ss, true
+	}
+}
+
+// TestHMACMatchesStdlib holds the stack-buffer HMAC-BLAKE2s and mixHash to
+// crypto/hmac and a plain BLAKE2s state, on both sides of the length where
+// they switch to a heap-allocated state.
+func TestHMACMatchesStdlib(t *testing.T) {
+	var key [32]byte
+	data := make([]byte, 2*hashScratch+3)
+	for i := range data {
+		data[i] = byte(i*7 + 1)
+	}
+	for n := 0; n <= len(data); n++ {
+		key[n%32] ^= byte(n)
+		split := n / 3
+		m := hmac.New(newBlake2s, key[:])
+		m.Write(data[:n])
+		if got := hmacBLAKE2s(&key, data[:split], data[split:n]); !bytes.Equal(got[:], m.Sum(nil)) {
+			t.Fatalf("HMAC of %d bytes differs from crypto/hmac", n)
+		}
+		s := symmetric{h: key}
+		s.mixHash(data[:n])
+		d := newBlake2s()
+		d.Write(key[:])
+		d.Write(data[:n])
+		if !bytes.Equal(s.h[:], d.Sum(nil)) {
+			t.Fatalf("mixHash of %d bytes differs from BLAKE2s", n)
+		}
 	}
 }
