@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"filippo.io/edwards25519"
+
 	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/wire"
 )
@@ -24,10 +26,16 @@ const targetHandshakesPerCore = 5000
 func (r *run) handshake(ctx context.Context) error {
 	r.prog.set(Handshake, "reference: X25519 on one core")
 	x := x25519Rate(ctx, min(r.cfg.Duration, 2*time.Second))
-	// A responder's handshake takes four X25519 operations: its ephemeral
-	// key, es, ee and se (ss is computed once per device at registration).
-	r.figure(Figure{Name: "ref: X25519 operations / 4, one core", Value: x / 4, Unit: "handshakes/s", IsReference: true,
-		Note: fmt.Sprintf("%.0f X25519 scalar multiplications per CPU second (crypto/ecdh); a responder's handshake needs four", x)})
+	base := x25519BaseRate(ctx, min(r.cfg.Duration, time.Second))
+	// A responder's handshake takes three variable-base X25519 operations
+	// (es, ee, se: ss is computed once per device at registration) and one
+	// fixed-base multiplication for its ephemeral key, which wire does
+	// with edwards25519's precomputed table at about 40 % of a ladder.
+	// Counting that as a fourth ladder would understate what the Diffie-
+	// Hellman work allows, and flatter the ratio.
+	dhFloor := 1 / (3/x + 1/base)
+	r.figure(Figure{Name: "ref: X25519 work of a handshake, one core", Value: dhFloor, Unit: "handshakes/s", IsReference: true,
+		Note: fmt.Sprintf("%.0f X25519 scalar multiplications (crypto/ecdh) and %.0f fixed-base multiplications (edwards25519 table, as wire makes ephemeral keys) per CPU second; a responder's handshake needs three and one", x, base)})
 
 	// Capacity.
 	dir, err := r.newDir("handshake")
@@ -61,8 +69,8 @@ func (r *run) handshake(ctx context.Context) error {
 	fp.stop()
 	sys.stop()
 	perCore := float64(hs) / cpu.Seconds()
-	r.figure(Figure{Name: "handshakes per core", Value: perCore, Unit: "handshakes/s", Reference: "X25519 / 4",
-		Ratio: ratio(perCore, x/4), Target: fmt.Sprintf("≥ %d", targetHandshakesPerCore), Met: atLeast(perCore, targetHandshakesPerCore),
+	r.figure(Figure{Name: "handshakes per core", Value: perCore, Unit: "handshakes/s", Reference: "X25519 work",
+		Ratio: ratio(perCore, dhFloor), Target: fmt.Sprintf("≥ %d", targetHandshakesPerCore), Met: atLeast(perCore, targetHandshakesPerCore),
 		Note: fmt.Sprintf("%d handshakes answered by the server over %.2f s of its process's CPU time (cookie defence off: HandshakeRate raised)", hs, cpu.Seconds())})
 	r.figure(Figure{Name: "handshakes, wall clock", Value: float64(hs) / wall.Seconds(), Unit: "handshakes/s",
 		Note: fmt.Sprintf("%d devices in %v, the load generator (initiators: 4 X25519 each) sharing the %d cores; %d initiations", conn.Sessions, wall.Round(time.Millisecond), r.rep.Machine.Cores, conn.Initiations)})
@@ -162,6 +170,24 @@ func x25519Rate(ctx context.Context, d time.Duration) float64 {
 	for time.Since(start) < d && ctx.Err() == nil {
 		for range 64 {
 			_, _ = k.ECDH(pub)
+		}
+		n += 64
+	}
+	return float64(n) / (procstat.CPUTime() - cpu0).Seconds()
+}
+
+// x25519BaseRate is fixed-base multiplications per CPU second on one core,
+// made as wire makes a responder's ephemeral public key: edwards25519's
+// precomputed base-point table, mapped to the Montgomery u coordinate.
+func x25519BaseRate(ctx context.Context, d time.Duration) float64 {
+	var k [32]byte
+	_, _ = rand.Read(k[:])
+	n := 0
+	start, cpu0 := time.Now(), procstat.CPUTime()
+	for time.Since(start) < d && ctx.Err() == nil {
+		for range 64 {
+			s, _ := edwards25519.NewScalar().SetBytesWithClamping(k[:])
+			k[0] ^= new(edwards25519.Point).ScalarBaseMult(s).BytesMontgomery()[0]
 		}
 		n += 64
 	}
