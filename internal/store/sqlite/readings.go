@@ -37,8 +37,12 @@ const (
 // which now holds only further hearings (other relays, late copies).
 const readingCols = 16
 
+// insertReadingsSQL is the insert of n readings. OR FAIL: a row that
+// breaks a constraint stops the statement where it is rather than undoing
+// it, which spares SQLite a statement journal (migration 00007); the
+// append's transaction is rolled back whole on any error anyway.
 func insertReadingsSQL(n int) string {
-	return `INSERT INTO readings
+	return `INSERT OR FAIL INTO readings
 		(device_id, project_id, seq, device_time, received, kind, value, name, unit, pour, sealed, raw,
 		 heard_relay, heard_received, heard_rssi, heard_snr)
 		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ") + `
@@ -153,6 +157,11 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		i += n
 	}
 	if err := tx.Commit(); err != nil {
+		// The foreign key of readings is checked here (migration
+		// 00007). The driver has rolled the transaction back.
+		if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) {
+			return nil, fmt.Errorf("sqlite: append: %w", misfiled(ctx, s.w, a.Readings))
+		}
 		return nil, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
 	return out, nil
@@ -193,9 +202,6 @@ func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Readi
 		}
 		return rows.Err()
 	}()
-	if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) {
-		return nil, nil, misfiled(ctx, tx, rs)
-	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -216,10 +222,10 @@ func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, rs []store.Readi
 
 // misfiled explains a foreign key violation by finding the reading whose
 // device is not registered in the reading's project.
-func misfiled(ctx context.Context, tx *sql.Tx, rs []store.Reading) error {
+func misfiled(ctx context.Context, db *sql.DB, rs []store.Reading) error {
 	for _, r := range rs {
 		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE id = ? AND project_id = ?`, r.DeviceID, r.ProjectID).Scan(&one)
+		err := db.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE id = ? AND project_id = ?`, r.DeviceID, r.ProjectID).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("reading seq %d: device %d is not registered in project %q: %w",
 				r.Seq, r.DeviceID, r.ProjectID, store.ErrInvalid)
