@@ -170,8 +170,18 @@ type Store interface {
 	Device(ctx context.Context, id int64) (Device, error)
 	DeviceByKey(ctx context.Context, key wire.PublicKey) (Device, error)
 	Devices(ctx context.Context, projectID string) ([]Device, error)
-	// AllDevices lists every device (ingest loads its registry from it).
+	// AllDevices lists every device.
 	AllDevices(ctx context.Context) ([]Device, error)
+	// DevicesChangedSince lists, in ID order, the devices created after
+	// change number since or whose project, key or enabled flag changed
+	// after it, whoever wrote them (this process, another process on the
+	// same database), and returns the number to pass next time: since on
+	// no change. since 0 lists every device. It is how a server follows
+	// the registry every two seconds without reading every device:
+	// numbers grow in commit order, so a caller that passes next back
+	// misses nothing. A status update, a rename or a remote-access setting
+	// is not a change.
+	DevicesChangedSince(ctx context.Context, since int64) ([]Device, int64, error)
 	SetDeviceEnabled(ctx context.Context, id int64, enabled bool) error
 	// SetDeviceKey replaces a device's key (key rotation); its readings and
 	// settings stay. A key that belongs to another device is ErrConflict.

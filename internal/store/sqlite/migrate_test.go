@@ -85,7 +85,7 @@ func TestMigrationFKAtCommit(t *testing.T) {
 	// Misfiled: device 2 is in project q.
 	misfiled := `INSERT INTO readings (device_id, project_id, seq, received, kind, value, name, unit) VALUES (2, 'p', 9, 1, 1, 1, '', '')`
 
-	if _, err := p.Up(ctx); err != nil {
+	if _, err := p.UpTo(ctx, 7); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(); got != before {
@@ -106,7 +106,7 @@ func TestMigrationFKAtCommit(t *testing.T) {
 		t.Fatalf("commit of a misfiled reading: %v", err)
 	}
 
-	if _, err := p.Down(ctx); err != nil {
+	if _, err := p.DownTo(ctx, 6); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(); got != before {

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Tokens", testTokens},
 		{"ClaimTokens", testClaimTokens},
 		{"DeviceKey", testDeviceKey},
+		{"DeviceChanges", testDeviceChanges},
 		{"SessionState", testSessionState},
 		{"AppendReadings", testAppendReadings},
 		{"AppendAtomic", testAppendAtomic},
