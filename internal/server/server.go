@@ -83,7 +83,14 @@ type Server struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 	token   string
-	known   map[int64]bool
+	// known and deviceKeys are the registry as ingest has it: each
+	// device's enabled flag and key. devicesSeen is the store's device
+	// change number they are up to date with (DevicesChangedSince);
+	// recheck holds devices a revocation broadcast dropped, which the next
+	// loadDevices reads again. All four are guarded by knownMu.
+	known       map[int64]bool
+	devicesSeen int64
+	recheck     map[int64]struct{}
 	// deviceKeys maps device ids to keys, for revocations by key.
 	deviceKeys map[int64]wire.PublicKey
 	// keyring holds the master key (nil without one).
@@ -120,7 +127,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data directory: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, known: map[int64]bool{}, deviceKeys: map[int64]wire.PublicKey{}, hub: api.NewHub(), status: newStatusTracker()}
+	s := &Server{cfg: cfg, log: cfg.Logger, known: map[int64]bool{}, recheck: map[int64]struct{}{}, deviceKeys: map[int64]wire.PublicKey{}, hub: api.NewHub(), status: newStatusTracker()}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -331,30 +338,57 @@ func (s *Server) housekeeping(ctx context.Context) {
 	}
 }
 
-// loadDevices registers every enabled device with ingest and removes the
-// disabled ones, at once: a disabled device's sessions die immediately.
+// loadDevices brings ingest up to date with the devices in the store,
+// whoever changed them (this process, the admin command in another, a
+// node sharing the database): it reads the devices changed since the last
+// call, every device the first time, registers the enabled ones and
+// removes the disabled ones at once, so a disabled device's sessions die
+// immediately. With nothing changed it costs one index lookup, whatever
+// the fleet's size.
+//
+// knownMu is held from the read to the last device applied, so calls
+// apply in the order they read: an older read applied after a newer one
+// would leave its stale state standing, since the change it missed is
+// behind the newer read's number and is not read again.
 func (s *Server) loadDevices(ctx context.Context) error {
-	devs, err := s.store.AllDevices(ctx)
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	devs, next, err := s.store.DevicesChangedSince(ctx, s.devicesSeen)
 	if err != nil {
 		return err
 	}
-	s.knownMu.Lock()
-	defer s.knownMu.Unlock()
 	for _, d := range devs {
-		enabled, known := s.known[d.ID]
-		switch {
-		case d.Enabled && (!known || !enabled):
-			if err := s.ingest.AddDevice(d.PublicKey, ingest.DeviceInfo{ID: d.ID, Project: d.ProjectID}); err != nil {
-				s.log.Warn("device key unusable", "device", d.ID)
-				continue
-			}
-		case !d.Enabled && known && enabled:
-			s.ingest.RemoveDevice(d.PublicKey)
+		s.applyLocked(d)
+	}
+	s.devicesSeen = next
+	for id := range s.recheck {
+		d, err := s.store.Device(ctx, id)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
-		s.known[d.ID] = d.Enabled
-		s.deviceKeys[d.ID] = d.PublicKey
+		if err == nil {
+			s.applyLocked(d)
+		}
+		delete(s.recheck, id)
 	}
 	return nil
+}
+
+// applyLocked brings ingest's registration of d up to date with d as
+// stored. knownMu is held.
+func (s *Server) applyLocked(d store.Device) {
+	enabled, known := s.known[d.ID]
+	switch {
+	case d.Enabled && (!known || !enabled):
+		if err := s.ingest.AddDevice(d.PublicKey, ingest.DeviceInfo{ID: d.ID, Project: d.ProjectID}); err != nil {
+			s.log.Warn("device key unusable", "device", d.ID)
+			return
+		}
+	case !d.Enabled && known && enabled:
+		s.ingest.RemoveDevice(d.PublicKey)
+	}
+	s.known[d.ID] = d.Enabled
+	s.deviceKeys[d.ID] = d.PublicKey
 }
 
 // AddProject creates a project if it does not exist.
@@ -431,12 +465,19 @@ func (s *Server) revoked(key []byte) {
 		return
 	}
 	copy(pub[:], key)
-	s.ingest.RemoveDevice(pub)
+	s.ingest.RemoveDevice(pub) // at once, not after a reload in progress
 	s.knownMu.Lock()
 	defer s.knownMu.Unlock()
+	// Again: a reload that read the store before the revocation was
+	// committed may have registered the device meanwhile.
+	s.ingest.RemoveDevice(pub)
 	for id := range s.known {
 		if d, ok := s.deviceKeys[id]; ok && d == pub {
 			s.known[id] = false
+			// A broadcast can arrive after the reload that read a later
+			// change (the device enabled again): the next reload reads
+			// the device as it is now.
+			s.recheck[id] = struct{}{}
 		}
 	}
 }
