@@ -982,6 +982,7 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 		s.log.Warn("delivering readings failed; device will resend", "device", d.pub.String(), "err", err)
 		return
 	}
+	s.stats.Delivered.Add(uint64(len(ev.Readings)))
 	if s.cfg.Async {
 		return // Settle acknowledges once the pipeline has stored them
 	}
@@ -1193,9 +1194,13 @@ type Stats struct {
 	UnknownSession, DecryptFailures, Replays        atomic.Uint64
 	Expired, BadPayloads, Duplicates                atomic.Uint64
 	Readings, Acks, DeliverFailures                 atomic.Uint64
-	RateLimited, DownlinkFallbacks                  atomic.Uint64
-	Claims, ClaimsRefused                           atomic.Uint64
-	Rotations, RotationsRefused, ServerKeyUpdates   atomic.Uint64
+	// Delivered counts new readings handed to Deliver; Readings counts
+	// them once durable (at once for a synchronous Deliver, at Settle
+	// for an asynchronous one).
+	Delivered                                     atomic.Uint64
+	RateLimited, DownlinkFallbacks                atomic.Uint64
+	Claims, ClaimsRefused                         atomic.Uint64
+	Rotations, RotationsRefused, ServerKeyUpdates atomic.Uint64
 }
 
 // Stats returns the live counters.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"runtime"
@@ -33,58 +34,101 @@ const (
 	// out bursts rather than let the kernel drop datagrams; the kernel caps
 	// it at net.core.rmem_max, which is fine. Under a sustained flood no
 	// buffer helps: what decides the share of datagrams read is how fast
-	// the readers take them (udpBatch, readers).
+	// the reader takes them (udpBatch).
 	udpReadBuffer = 4 << 20
 	// udpBatch is the most datagrams one read takes: recvmmsg on Linux
 	// (one datagram per call elsewhere), so the cost of a system call and a
 	// trip through the poller is shared by a burst.
 	udpBatch = 32
-	// maxUDPReaders bounds ServeUDP's reader goroutines.
-	maxUDPReaders = 8
+	// maxUDPWorkers bounds ServeUDP's handling goroutines, and
+	// udpWorkerQueue the reads (of up to udpBatch datagrams) each may
+	// have waiting.
+	maxUDPWorkers  = 8
+	udpWorkerQueue = 8
 )
 
 // ServeUDP answers devices on conn until ctx ends (then it closes conn).
 // This is the server's embedded relay: devices may send to it directly.
 //
-// One reader per CPU (GOMAXPROCS, at most maxUDPReaders) takes datagrams
-// from the socket in batches and handles them itself, so that handling
-// (a handshake's Diffie-Hellman, a cookie reply, a store hand-off) on one
-// goroutine does not leave the socket unread: a single reader that also
-// handles is what let a flood of forged initiations crowd out legitimate
-// ones. Two datagrams of one device may therefore be handled at once, in
-// either order; Handle is safe for that (relay connections call it
-// concurrently anyway): sessions lock themselves, the replay window
-// accepts reordering within its width, and a device's handshakes are
-// ordered by their timestamps under the device's lock.
+// One reader takes datagrams from the socket in batches and hands each to
+// one of several workers (one per CPU, at most maxUDPWorkers), chosen by
+// the datagram's source, so that handling (a handshake's Diffie-Hellman, a
+// cookie reply, a store hand-off) never leaves the socket unread: a single
+// goroutine that both read and handled is what let a flood of forged
+// initiations crowd out legitimate ones. One source's datagrams all go to
+// the same worker, in the order they arrived. That order matters: a
+// transmit-only device sends the first datagram of an epoch (its
+// handshake) and the next ones back to back, and data handled before its
+// epoch is known is dropped, for good, since such a device never hears
+// what was lost. A worker whose queue is full holds the reader up, and
+// the socket's buffer, then the kernel, takes the excess.
 func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	_ = conn.SetReadBuffer(udpReadBuffer)
-	readers := min(max(runtime.GOMAXPROCS(0), 1), maxUDPReaders)
-	errs := make(chan error, readers)
-	for range readers {
-		go func() { errs <- s.readUDP(ctx, conn) }()
+	workers := make([]chan []udpDatagram, min(max(runtime.GOMAXPROCS(0), 1), maxUDPWorkers))
+	var wg sync.WaitGroup
+	for i := range workers {
+		workers[i] = make(chan []udpDatagram, udpWorkerQueue)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ds := range workers[i] {
+				for _, d := range ds {
+					s.Handle(ctx, d.buf[:d.n], udpLink{conn: conn, addr: d.addr}, d.meta)
+					udpBuffers.Put(d.buf)
+				}
+				clear(ds)
+				udpBatches.Put(ds[:0])
+			}
+		}()
 	}
-	var first error
-	for range readers {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-			conn.Close() // stops the other readers
-		}
+	err := s.readUDP(ctx, conn, workers)
+	// Intake has stopped: what the workers hold is handled before
+	// ServeUDP returns, so a server stopping in order loses none of it.
+	for _, w := range workers {
+		close(w)
 	}
+	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
-	return first
+	return err
 }
 
-// readUDP is one of ServeUDP's readers.
-func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn) error {
+// udpDatagram is a datagram on its way from ServeUDP's reader to a worker.
+type udpDatagram struct {
+	buf  *[wire.MaxDatagramSize + 1]byte
+	n    int
+	addr netip.AddrPort
+	meta Meta
+}
+
+// udpBuffers holds the buffers datagrams are read into; a worker returns
+// each once handled (Handle keeps nothing of the datagram). udpBatches
+// holds the slices that carry one read's datagrams to one worker.
+var (
+	udpBuffers = sync.Pool{New: func() any { return new([wire.MaxDatagramSize + 1]byte) }}
+	udpBatches = sync.Pool{New: func() any { return make([]udpDatagram, 0, udpBatch) }}
+)
+
+// readUDP is ServeUDP's reader: it hands each datagram to the worker its
+// source maps to, until the socket is closed.
+func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan []udpDatagram) error {
 	bc := newBatchConn(conn)
+	seed := maphash.MakeSeed()
 	msgs := make([]ipv4.Message, udpBatch)
+	bufs := make([]*[wire.MaxDatagramSize + 1]byte, udpBatch)
+	batches := make([][]udpDatagram, len(workers))
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, wire.MaxDatagramSize+1)}
+		bufs[i] = udpBuffers.Get().(*[wire.MaxDatagramSize + 1]byte)
+		msgs[i].Buffers = [][]byte{bufs[i][:]}
 	}
+	defer func() {
+		for _, b := range bufs {
+			udpBuffers.Put(b)
+		}
+	}()
 	for {
 		n, err := bc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -104,7 +148,24 @@ func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn) error {
 			if !ok {
 				continue
 			}
-			s.Handle(ctx, m.Buffers[0][:m.N], udpLink{conn: conn, addr: ua.AddrPort()}, meta)
+			addr := ua.AddrPort()
+			w := maphash.Comparable(seed, addr) % uint64(len(workers))
+			if batches[w] == nil {
+				batches[w] = udpBatches.Get().([]udpDatagram)
+			}
+			batches[w] = append(batches[w], udpDatagram{buf: bufs[i], n: m.N, addr: addr, meta: meta})
+			bufs[i] = udpBuffers.Get().(*[wire.MaxDatagramSize + 1]byte)
+			m.Buffers[0] = bufs[i][:]
+		}
+		// One hand-over per worker and read. A busy worker holds the
+		// reader up rather than have it read datagrams only to drop
+		// them: the kernel drops what the socket cannot hold for
+		// nothing, where reading costs CPU the workers need.
+		for w, b := range batches {
+			if b != nil {
+				workers[w] <- b
+				batches[w] = nil
+			}
 		}
 	}
 }
