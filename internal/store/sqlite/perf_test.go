@@ -124,6 +124,12 @@ func TestSetDeviceStatuses(t *testing.T) {
 	if d, _ := s.Device(ctx, ids[2]); !d.Status.LastSeen.IsZero() {
 		t.Errorf("device not in the call got a status: %+v", d.Status)
 	}
+	// Statuses are committed without an fsync of their own; the
+	// readings that follow on the same connection must still have it.
+	var sync int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("write connection synchronous = %d (%v) after SetDeviceStatuses; want 2 (FULL)", sync, err)
+	}
 }
 
 // TestCheckpointCopiesWAL: commits leave the WAL to the checkpointer (no
