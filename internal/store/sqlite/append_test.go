@@ -22,10 +22,10 @@ func TestAppendIDs(t *testing.T) {
 	}
 	have := map[key]int64{}
 	next := make([]uint64, len(ids))
-	for b := range 40 {
+	for b := range 24 {
 		var batch []store.Reading
 		want := map[key]bool{}
-		for range 1 + rng.IntN(300) {
+		for range 1 + rng.IntN(200) {
 			d := rng.IntN(len(ids))
 			var seq uint64
 			switch {

@@ -140,7 +140,7 @@ func TestRangeQueryPlans(t *testing.T) {
 // before they were stored.
 func TestRangeQueryStrategies(t *testing.T) {
 	ctx := t.Context()
-	s, ids, stored := queryStore(t, 2000)
+	s, ids, stored := queryStore(t, 1200)
 	rng := rand.New(rand.NewPCG(3, 4))
 	match := func(q store.ReadingQuery, r store.Reading) bool {
 		return r.ProjectID == q.ProjectID && (q.DeviceID == 0 || r.DeviceID == q.DeviceID) &&
@@ -156,8 +156,8 @@ func TestRangeQueryStrategies(t *testing.T) {
 		t.Fatalf("only %d readings stored after a later-heard one", late)
 	}
 	for _, bounds := range []struct{ windowMax, walkPages int }{{windowMax, walkPages}, {0, 1}, {20, 1}, {200, 3}} {
-		for range 25 {
-			q := store.ReadingQuery{ProjectID: "p", Limit: 5 + rng.IntN(120)}
+		for range 12 {
+			q := store.ReadingQuery{ProjectID: "p", Limit: 20 + rng.IntN(100)}
 			if rng.IntN(3) > 0 {
 				q.DeviceID = ids[rng.IntN(len(ids))]
 			}
