@@ -2,10 +2,13 @@ package sqlite
 
 import (
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
 )
 
 // TestAppendIDs: the ID AppendReadings gives each reading it inserted is
@@ -64,4 +67,52 @@ func TestAppendIDs(t *testing.T) {
 			have[k] = r.ID
 		}
 	}
+}
+
+// BenchmarkAppendBulk is the bench's "store bulk insert" reference as a
+// benchmark: appends of store.MaxAppend readings of 1,000 devices, each
+// heard by one relay, reporting the process's CPU per reading (the
+// background checkpoints included) and the wall-clock rate.
+func BenchmarkAppendBulk(b *testing.B) {
+	const devices = 1000
+	ctx := b.Context()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "bulk.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "bulk"}); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]int64, devices)
+	for i := range ids {
+		var key wire.PublicKey
+		key[0], key[1], key[31] = byte(i), byte(i>>8), 1
+		if ids[i], err = s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	raw := make([]byte, 71)
+	seqs := make([]uint64, devices)
+	batch := make([]store.Reading, store.MaxAppend)
+	stored, k := 0, 0
+	cpu0 := procstat.CPUTime()
+	for b.Loop() {
+		now := time.Now()
+		for i := range batch {
+			d := k % devices
+			k++
+			seqs[d]++
+			batch[i] = store.Reading{DeviceID: ids[d], ProjectID: "p", Seq: seqs[d], DeviceTime: now, Received: now,
+				Kind: wire.KindNumeric, Value: 1000.01, Name: "pppp", Unit: "hPa", Raw: raw,
+				Heard: []store.Hearing{{RelayID: "relay-1", Received: now, RSSI: -70, SNR: 7.5}}}
+		}
+		got, err := s.AppendReadings(ctx, store.Append{Readings: batch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		stored += len(got)
+	}
+	b.ReportMetric(float64((procstat.CPUTime()-cpu0).Nanoseconds())/1000/float64(stored), "cpu-us/reading")
+	b.ReportMetric(float64(stored)/b.Elapsed().Seconds(), "readings/s")
 }

@@ -48,7 +48,9 @@ const (
 
 // page is one statement reading a page of readings: the rows of from
 // (a table, with its index) that meet where, in order, the limit last of
-// args.
+// args. A reading's hearings come on rows of their own, next to each
+// other; queryReadings puts them in the order they were heard, so SQLite
+// need not sort them.
 type page struct {
 	from, where, order string
 	args               []any
@@ -62,7 +64,7 @@ func (p page) sql() string {
 				name, unit, pour, sealed, raw, heard_relay, heard_received, heard_rssi, heard_snr
 			FROM ` + p.from + ` WHERE ` + p.where + ` ORDER BY ` + p.order + ` LIMIT ?) AS r
 		LEFT JOIN hearings AS h ON h.device_id = r.device_id AND h.seq = r.seq
-		ORDER BY r.` + p.order + `, h.received, h.relay_id`
+		ORDER BY r.` + p.order
 }
 
 // rangeQuery is a ReadingQuery checked and turned into SQL terms.
@@ -204,6 +206,53 @@ func (rq *rangeQuery) walkEndSQL(n int) (string, []any) {
 		ORDER BY id LIMIT 1 OFFSET ?`, []any{val, rq.after, n - 1}
 }
 
+// maxReadStmts bounds the prepared reading queries. Their shapes are few
+// (device or project, which time bounds, which plan, which kind of
+// caller), so the bound is only a guard: past it a query is prepared for
+// its one use.
+const maxReadStmts = 256
+
+// readStmt is the statement q prepared on the read pool, and whether it
+// is kept (the caller closes one that is not). Parsing and planning a
+// page query cost about a sixth of a dashboard's page.
+func (s *Store) readStmt(ctx context.Context, q string) (*sql.Stmt, bool, error) {
+	s.readMu.Lock()
+	st := s.readStmts[q]
+	s.readMu.Unlock()
+	if st != nil {
+		return st, true, nil
+	}
+	st, err := s.r.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, false, err
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	switch {
+	case s.readStmts[q] != nil: // prepared meanwhile by another query
+		st.Close()
+		return s.readStmts[q], true, nil
+	case len(s.readStmts) >= maxReadStmts:
+		return st, false, nil
+	case s.readStmts == nil:
+		s.readStmts = make(map[string]*sql.Stmt)
+	}
+	s.readStmts[q] = st
+	return st, true, nil
+}
+
+// scanRow runs q, a query of one row, and scans the row into dest.
+func (s *Store) scanRow(ctx context.Context, q string, args []any, dest ...any) error {
+	st, kept, err := s.readStmt(ctx, q)
+	if err != nil {
+		return err
+	}
+	if !kept {
+		defer st.Close()
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dest...)
+}
+
 // Readings answers one page of q in ID order. Limit 0 means 100; larger
 // than 1000 means 1000.
 func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Reading, error) {
@@ -225,7 +274,7 @@ func (s *Store) readings(ctx context.Context, rq rangeQuery) ([]store.Reading, e
 	}
 	var n int
 	q, args := rq.windowCountSQL()
-	if err := s.r.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+	if err := s.scanRow(ctx, q, args, &n); err != nil {
 		return nil, err
 	}
 	if n <= rq.windowMax {
@@ -236,7 +285,7 @@ func (s *Store) readings(ctx context.Context, rq rangeQuery) ([]store.Reading, e
 	// readings up to the walk's end are the same in every statement.
 	var end int64
 	q, args = rq.walkEndSQL(rq.walkPages * rq.limit)
-	err := s.r.QueryRowContext(ctx, q, args...).Scan(&end)
+	err := s.scanRow(ctx, q, args, &end)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Fewer readings after the cursor than the walk may read: it
 		// reads them all.

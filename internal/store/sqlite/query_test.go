@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -303,4 +304,23 @@ func BenchmarkRangeQuery(b *testing.B) {
 			return len(rs)
 		})
 	})
+}
+
+// TestReadStmtsBounded: prepared reading queries are kept up to
+// maxReadStmts; past that each is prepared for its one use, and works.
+func TestReadStmtsBounded(t *testing.T) {
+	ctx := t.Context()
+	s, _ := perfStore(t)
+	for i := range maxReadStmts + 10 {
+		q := fmt.Sprintf("SELECT %d", i)
+		for range 2 {
+			var n int
+			if err := s.scanRow(ctx, q, nil, &n); err != nil || n != i {
+				t.Fatalf("%s = %d, %v", q, n, err)
+			}
+		}
+	}
+	if n := len(s.readStmts); n != maxReadStmts {
+		t.Errorf("%d statements kept, want %d", n, maxReadStmts)
+	}
 }

@@ -353,7 +353,14 @@ func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading,
 // one statement: the page is chosen in a subquery, so the limit counts
 // readings, not hearings.
 func (s *Store) queryReadings(ctx context.Context, p page) ([]store.Reading, error) {
-	rows, err := s.r.QueryContext(ctx, p.sql(), p.args...)
+	st, kept, err := s.readStmt(ctx, p.sql())
+	if err != nil {
+		return nil, err
+	}
+	if !kept {
+		defer st.Close()
+	}
+	rows, err := st.QueryContext(ctx, p.args...)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,11 @@ type Store struct {
 	insReadings map[int]*sql.Stmt
 	insHearings map[int]*sql.Stmt
 
+	// Reading queries, prepared on the read pool the first time each
+	// shape is asked (readStmt).
+	readMu    sync.Mutex
+	readStmts map[string]*sql.Stmt
+
 	// The checkpointer copies the WAL into the database file in the
 	// background (ckpt is its own connection), so that no commit of the
 	// write connection pays for more than a remainder of it (see
@@ -306,6 +311,12 @@ func (s *Store) closeAll() error {
 			errs = append(errs, st.Close())
 		}
 	}
+	s.readMu.Lock()
+	for _, st := range s.readStmts {
+		errs = append(errs, st.Close())
+	}
+	s.readStmts = nil
+	s.readMu.Unlock()
 	for _, db := range []*sql.DB{s.r, s.w} {
 		if db != nil {
 			errs = append(errs, db.Close())
