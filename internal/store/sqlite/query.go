@@ -23,10 +23,10 @@ import (
 //     the range's readings side by side, with their IDs, so the page is the
 //     smallest IDs among them (a top-N sort) without reading a row: a cost
 //     in the readings of the range, whatever the device's history. It is
-//     what a dashboard asks (the last hour, the last day), and SQLite
-//     never picks it by itself: left alone, it prefers the ID index, which
-//     needs no sort, and reads every reading of the device from the cursor
-//     up to the range.
+//     what a dashboard asks (the last hour, the last day), and not what
+//     SQLite picks for the page's query left alone: it prefers the ID
+//     index, which needs no sort, and reads every reading of the device
+//     from the cursor up to the range.
 //   - the walk: (device_id, id) or (project_id, id) from the cursor, each
 //     row's received time checked, stopping at the page's last reading: a
 //     cost in the page, when the readings after the cursor are in the
