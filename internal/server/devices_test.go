@@ -221,27 +221,13 @@ func TestAdminDisableEndsSession(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	srv := startServer(t, dir)
-	k, err := wire.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := srv.AddDevice(ctx, "p", k.Public(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tr, err := device.DialUDP(srv.UDPAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := device.New(device.Options{Key: k, ServerKey: srv.PublicKey(), Transport: tr, Dir: t.TempDir(), NoSync: true,
-		RetransmitAfter: 200 * time.Millisecond, HandshakeTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dctx, dcancel := context.WithCancel(ctx)
-	ddone := make(chan struct{})
-	go func() { defer close(ddone); _ = d.Run(dctx) }()
-	t.Cleanup(func() { dcancel(); <-ddone; tr.Close() })
+	d, id := startTestDevice(t, srv, tr, func(o *device.Options) {
+		o.RetransmitAfter, o.HandshakeTimeout = 200*time.Millisecond, 100*time.Millisecond
+	})
 	record := func() {
 		t.Helper()
 		if _, err := d.Record(wire.Reading{Kind: wire.KindTemperature, Value: 20}); err != nil {
@@ -250,7 +236,7 @@ func TestAdminDisableEndsSession(t *testing.T) {
 	}
 	record()
 	waitFor(t, 20*time.Second, "a session and the reading acknowledged", func() bool {
-		return srv.Ingest().Connected(k.Public()) && d.Pending() == 0
+		return srv.Ingest().Connected(d.PublicKey()) && d.Pending() == 0
 	})
 
 	admin, err := OpenAdmin(ctx, dir)
@@ -261,12 +247,12 @@ func TestAdminDisableEndsSession(t *testing.T) {
 	if err := admin.SetDeviceEnabled(ctx, id, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the disabled device's session to end", func() bool { return !srv.Ingest().Connected(k.Public()) })
+	waitFor(t, 20*time.Second, "the disabled device's session to end", func() bool { return !srv.Ingest().Connected(d.PublicKey()) })
 	if err := admin.SetDeviceEnabled(ctx, id, true); err != nil {
 		t.Fatal(err)
 	}
 	record()
 	waitFor(t, 20*time.Second, "a new session and the reading acknowledged", func() bool {
-		return srv.Ingest().Connected(k.Public()) && d.Pending() == 0
+		return srv.Ingest().Connected(d.PublicKey()) && d.Pending() == 0
 	})
 }
