@@ -280,7 +280,7 @@ func TestWALStartsOverUnderSteadyIngest(t *testing.T) {
 	// take effect from its next round.
 	s.stopCkpt()
 	<-s.ckptDone
-	s.ckptTopUp, s.ckptTruncate = 64, 1<<30
+	s.ckptTopUp, s.ckptTopUpGap, s.ckptTruncate = 64, 0, 1<<30
 	cctx, cancel := context.WithCancel(ctx)
 	s.stopCkpt, s.ckptDone, s.ckptEvery = cancel, make(chan struct{}), 5*time.Millisecond
 	go s.checkpoints(cctx)

@@ -73,8 +73,9 @@ type Store struct {
 	// The checkpointer copies the WAL into the database file in the
 	// background (ckpt is its own connection), so that no commit of the
 	// write connection pays for more than a remainder of it (see
-	// checkpoints). ckptTopUp and ckptTruncate are ckptTopUpPages and
-	// ckptTruncatePages, smaller in tests; topUps and truncations count
+	// checkpoints). ckptTopUp, ckptTopUpGap and ckptTruncate are
+	// ckptTopUpPages, ckptTopUpEvery and ckptTruncatePages, smaller in
+	// tests; lastTopUp is the checkpointer's own; topUps and truncations count
 	// the checkpoints that ran on the writer and that truncated, restarts
 	// the times the WAL was seen to have started over, and walPages is
 	// its size at the last checkpoint.
@@ -83,7 +84,9 @@ type Store struct {
 	ckptDone     chan struct{}
 	ckptEvery    time.Duration
 	ckptTopUp    int
+	ckptTopUpGap time.Duration
 	ckptTruncate int
+	lastTopUp    time.Time
 	topUps       atomic.Int64
 	truncations  atomic.Int64
 	restarts     atomic.Int64
@@ -190,7 +193,7 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 	cctx, cancel := context.WithCancel(context.Background())
 	s.stopCkpt, s.ckptDone = cancel, make(chan struct{})
 	if s.ckptEvery == 0 {
-		s.ckptEvery, s.ckptTopUp, s.ckptTruncate = ckptEvery, ckptTopUpPages, ckptTruncatePages
+		s.ckptEvery, s.ckptTopUp, s.ckptTopUpGap, s.ckptTruncate = ckptEvery, ckptTopUpPages, ckptTopUpEvery, ckptTruncatePages
 	}
 	go s.checkpoints(cctx)
 	return nil
@@ -212,14 +215,17 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 // on the writer's own connection, between two appends: no commit can
 // happen during it, so it copies only what was committed while the first
 // one ran, the WAL is then wholly copied, and the next append starts it
-// over. The writer pays for that remainder, not for the bulk. A reader on
-// an old snapshot can keep the WAL from starting over; if it still passes
-// ckptTruncatePages, a truncating checkpoint waits for the readers (at most
-// ckptBusy) and bounds the file.
+// over. The writer pays for that remainder, not for the bulk: a few
+// milliseconds, so at most once every ckptTopUpEvery. A reader inside a
+// transaction at that moment keeps the WAL from starting over (under the
+// bench about six top-ups in seven); if it still passes ckptTruncatePages,
+// a truncating checkpoint waits for the readers (at most ckptBusy) and
+// bounds the file.
 const (
 	ckptEvery         = 250 * time.Millisecond
 	ckptBusy          = 100 * time.Millisecond
-	ckptTopUpPages    = 4096  // 16 MiB of 4 KiB pages
+	ckptTopUpPages    = 4096 // 16 MiB of 4 KiB pages
+	ckptTopUpEvery    = 2 * time.Second
 	ckptTruncatePages = 65536 // 256 MiB
 )
 
@@ -250,9 +256,10 @@ func (s *Store) checkpointOnce(ctx context.Context) error {
 		s.restarts.Add(1)
 	}
 	s.walPages = pages
-	if pages < s.ckptTopUp {
+	if pages < s.ckptTopUp || time.Since(s.lastTopUp) < s.ckptTopUpGap {
 		return nil
 	}
+	s.lastTopUp = time.Now()
 	s.topUps.Add(1)
 	if pages, err = s.checkpoint(ctx, s.w, "PASSIVE"); err != nil || pages < s.ckptTruncate {
 		return err
