@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -208,6 +209,13 @@ func (r *run) ingest(ctx context.Context) error {
 	}
 
 	if peak1 > 0 {
+		r.prog.set(Ingest, "reference: fsync latency of this disk")
+		fs, err := r.fsyncRef(ctx, min(d, 3*time.Second))
+		if err != nil {
+			return err
+		}
+		r.figure(Figure{Name: "ref: fsync of a 32 KiB append, p99", Value: ms(fs.p99), Unit: "ms", IsReference: true,
+			Note: fmt.Sprintf("write + fsync in the bench's directory, nothing else of the bench running: p50 %.2f ms, max %.1f ms (%d samples); every reading waits for at least one", ms(fs.p50), ms(fs.max), fs.n)})
 		rate := peak1 / 2
 		label := fmt.Sprintf("half the peak (%.0f readings/s), %d relay(s)", rate, r.cfg.Relays[0])
 		res, err := r.ingestRun(ctx, label, r.cfg.Relays[0], rate, true)
@@ -218,6 +226,7 @@ func (r *run) ingest(ctx context.Context) error {
 		r.latencyFigures(label, "relay receive → SSE client", res.sse, "")
 		if res.sse.n > 0 {
 			r.figure(Figure{Name: "p99 relay receive → SSE at half the peak", Value: ms(res.sse.p99), Unit: "ms",
+				Reference: "fsync p99", Ratio: ratio(ms(res.sse.p99), ms(fs.p99)),
 				Target: fmt.Sprintf("≤ %d ms", targetSSEP99.Milliseconds()), Met: atMost(ms(res.sse.p99), ms(targetSSEP99)),
 				Note: "times stored by the relay are whole milliseconds: up to 1 ms more than the true latency"})
 		}
@@ -273,4 +282,35 @@ func waitQuiet(ctx context.Context, d, quiet time.Duration, count func() int64, 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// fsyncRef is the latency of a durable append on the disk the store uses:
+// 32 KiB written at the end of a file and fsync'd, repeatedly, for d
+// (a commit of a few hundred readings writes about that much WAL). A
+// reading is acknowledged and streamed only after its commit's fsync, so
+// the disk's own p99 is a floor under the ingest latency's.
+func (r *run) fsyncRef(ctx context.Context, d time.Duration) (percentiles, error) {
+	dir, err := r.newDir("fsync")
+	if err != nil {
+		return percentiles{}, err
+	}
+	defer removeAll(dir)
+	f, err := os.Create(filepath.Join(dir, "wal"))
+	if err != nil {
+		return percentiles{}, err
+	}
+	defer f.Close()
+	buf := make([]byte, 32<<10)
+	var lat latencies
+	for end := time.Now().Add(d); time.Now().Before(end) && ctx.Err() == nil; {
+		t := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return percentiles{}, err
+		}
+		if err := f.Sync(); err != nil {
+			return percentiles{}, err
+		}
+		lat.add(time.Since(t))
+	}
+	return lat.percentiles(), ctx.Err()
 }
