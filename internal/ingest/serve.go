@@ -66,20 +66,21 @@ func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	_ = conn.SetReadBuffer(udpReadBuffer)
-	workers := make([]chan []udpDatagram, min(max(runtime.GOMAXPROCS(0), 1), maxUDPWorkers))
+	workers := make([]chan *udpHandOver, min(max(runtime.GOMAXPROCS(0), 1), maxUDPWorkers))
 	var wg sync.WaitGroup
 	for i := range workers {
-		workers[i] = make(chan []udpDatagram, udpWorkerQueue)
+		workers[i] = make(chan *udpHandOver, udpWorkerQueue)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ds := range workers[i] {
-				for _, d := range ds {
+			for h := range workers[i] {
+				for _, d := range h.ds[:h.n] {
 					s.Handle(ctx, d.buf[:d.n], udpLink{conn: conn, addr: d.addr}, d.meta)
 					udpBuffers.Put(d.buf)
 				}
-				clear(ds)
-				udpBatches.Put(ds[:0])
+				clear(h.ds[:h.n])
+				h.n = 0
+				udpHandOvers.Put(h)
 			}
 		}()
 	}
@@ -104,22 +105,28 @@ type udpDatagram struct {
 	meta Meta
 }
 
+// udpHandOver carries one read's datagrams for one worker.
+type udpHandOver struct {
+	n  int
+	ds [udpBatch]udpDatagram
+}
+
 // udpBuffers holds the buffers datagrams are read into; a worker returns
-// each once handled (Handle keeps nothing of the datagram). udpBatches
-// holds the slices that carry one read's datagrams to one worker.
+// each once handled (Handle keeps nothing of the datagram), and each
+// hand-over to udpHandOvers.
 var (
-	udpBuffers = sync.Pool{New: func() any { return new([wire.MaxDatagramSize + 1]byte) }}
-	udpBatches = sync.Pool{New: func() any { return make([]udpDatagram, 0, udpBatch) }}
+	udpBuffers   = sync.Pool{New: func() any { return new([wire.MaxDatagramSize + 1]byte) }}
+	udpHandOvers = sync.Pool{New: func() any { return new(udpHandOver) }}
 )
 
 // readUDP is ServeUDP's reader: it hands each datagram to the worker its
 // source maps to, until the socket is closed.
-func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan []udpDatagram) error {
+func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan *udpHandOver) error {
 	bc := newBatchConn(conn)
 	seed := maphash.MakeSeed()
 	msgs := make([]ipv4.Message, udpBatch)
 	bufs := make([]*[wire.MaxDatagramSize + 1]byte, udpBatch)
-	batches := make([][]udpDatagram, len(workers))
+	batches := make([]*udpHandOver, len(workers))
 	for i := range msgs {
 		bufs[i] = udpBuffers.Get().(*[wire.MaxDatagramSize + 1]byte)
 		msgs[i].Buffers = [][]byte{bufs[i][:]}
@@ -150,10 +157,13 @@ func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan 
 			}
 			addr := ua.AddrPort()
 			w := maphash.Comparable(seed, addr) % uint64(len(workers))
-			if batches[w] == nil {
-				batches[w] = udpBatches.Get().([]udpDatagram)
+			h := batches[w]
+			if h == nil {
+				h = udpHandOvers.Get().(*udpHandOver)
+				batches[w] = h
 			}
-			batches[w] = append(batches[w], udpDatagram{buf: bufs[i], n: m.N, addr: addr, meta: meta})
+			h.ds[h.n] = udpDatagram{buf: bufs[i], n: m.N, addr: addr, meta: meta}
+			h.n++
 			bufs[i] = udpBuffers.Get().(*[wire.MaxDatagramSize + 1]byte)
 			m.Buffers[0] = bufs[i][:]
 		}
