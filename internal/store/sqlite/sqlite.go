@@ -206,7 +206,7 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 // so under steady ingest it never catches up. Making it catch up by force
 // (RESTART or TRUNCATE) holds the write lock for as long as the copy and
 // the database file's fsync take: every reading waits behind it. With one
-// truncation per 64 MiB of WAL that was a stall of 60–130 ms every few
+// truncation per 64 MiB of WAL that was a stall of 60–100 ms every few
 // seconds at 10,000 readings/s, which set the p99 latency of ingest.
 //
 // So the copy is done in two steps. Every ckptEvery a passive checkpoint on
