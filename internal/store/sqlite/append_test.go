@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -76,22 +75,7 @@ func TestAppendIDs(t *testing.T) {
 func BenchmarkAppendBulk(b *testing.B) {
 	const devices = 1000
 	ctx := b.Context()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "bulk.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "bulk"}); err != nil {
-		b.Fatal(err)
-	}
-	ids := make([]int64, devices)
-	for i := range ids {
-		var key wire.PublicKey
-		key[0], key[1], key[31] = byte(i), byte(i>>8), 1
-		if ids[i], err = s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s, ids := benchStore(b, devices)
 	raw := make([]byte, 71)
 	seqs := make([]uint64, devices)
 	batch := make([]store.Reading, store.MaxAppend)

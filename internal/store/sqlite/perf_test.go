@@ -217,22 +217,16 @@ func perfStoreB(b *testing.B) (*Store, []int64) {
 	return s, nil
 }
 
-// BenchmarkAppendCPU is BenchmarkAppendReadings (2,000 readings from 200
-// devices, each heard by one relay, one durable transaction) reporting the
-// process's CPU per reading as well, which a machine shared with other
-// work changes much less than the wall-clock rate. The background
-// checkpoints are included.
-func BenchmarkAppendCPU(b *testing.B) {
-	const (
-		batchSize = 2000
-		devices   = 200
-	)
+// benchStore is a fresh store with project "p" and the given number of
+// devices in it, for benchmarks; it returns the devices' IDs.
+func benchStore(b *testing.B, devices int) (*Store, []int64) {
+	b.Helper()
 	ctx := b.Context()
 	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
 	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "bench"}); err != nil {
 		b.Fatal(err)
 	}
@@ -244,6 +238,21 @@ func BenchmarkAppendCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	return s, ids
+}
+
+// BenchmarkAppendCPU is BenchmarkAppendReadings (2,000 readings from 200
+// devices, each heard by one relay, one durable transaction) reporting the
+// process's CPU per reading as well, which a machine shared with other
+// work changes much less than the wall-clock rate. The background
+// checkpoints are included.
+func BenchmarkAppendCPU(b *testing.B) {
+	const (
+		batchSize = 2000
+		devices   = 200
+	)
+	ctx := b.Context()
+	s, ids := benchStore(b, devices)
 	raw := make([]byte, 64)
 	now := time.Now()
 	batch := make([]store.Reading, batchSize)

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/store"
-	"github.com/signet-io/signet/internal/wire"
 )
 
 // queryStore fills a store with readings of three devices of project "p",
@@ -232,22 +230,7 @@ func BenchmarkRangeQuery(b *testing.B) {
 		stepMs    = 10_000 / devices
 	)
 	ctx := b.Context()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "query.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "query"}); err != nil {
-		b.Fatal(err)
-	}
-	ids := make([]int64, devices)
-	for i := range ids {
-		var key wire.PublicKey
-		key[0], key[1], key[31] = byte(i), byte(i>>8), 1
-		if ids[i], err = s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s, ids := benchStore(b, devices)
 	base := time.UnixMilli(1_700_000_000_000).UTC()
 	if _, err := s.w.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
 		INSERT INTO readings (device_id, project_id, seq, device_time, received, kind, value, name, unit, raw,
