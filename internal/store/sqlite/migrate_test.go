@@ -11,17 +11,17 @@ import (
 	"github.com/pressly/goose/v3"
 )
 
-// TestMigrationFKAtCommit: migration 00007 rebuilds readings with its
-// foreign key checked at commit, and its Down rebuilds it as before; both
-// keep every reading, the indexes and the ID sequence (an ID once given
-// out is never given again, even if its reading is gone).
-func TestMigrationFKAtCommit(t *testing.T) {
-	ctx := t.Context()
-	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "m.db")+"?_foreign_keys=1")
+// migrationProvider is an empty database file (its path, one connection
+// with foreign keys on) and a goose provider of the store's migrations
+// over it, for tests that migrate step by step.
+func migrationProvider(t *testing.T) (string, *sql.DB, *goose.Provider) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "m.db")
+	db, err := sql.Open("sqlite", path+"?_foreign_keys=1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	db.SetMaxOpenConns(1)
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -31,6 +31,16 @@ func TestMigrationFKAtCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, db, p
+}
+
+// TestMigrationFKAtCommit: migration 00007 rebuilds readings with its
+// foreign key checked at commit, and its Down rebuilds it as before; both
+// keep every reading, the indexes and the ID sequence (an ID once given
+// out is never given again, even if its reading is gone).
+func TestMigrationFKAtCommit(t *testing.T) {
+	ctx := t.Context()
+	_, db, p := migrationProvider(t)
 	if _, err := p.UpTo(ctx, 6); err != nil {
 		t.Fatal(err)
 	}
