@@ -101,6 +101,10 @@ type Config struct {
 	// FleetDuration is how long the fleet sends at its low rate while its
 	// memory is watched (default DefaultFleetDuration).
 	FleetDuration time.Duration
+	// FleetPeriod is how often each fleet device sends (default
+	// DefaultFleetPeriod; at most half of FleetDuration). A million
+	// devices every 10 s offer 100,000 readings/s.
+	FleetPeriod time.Duration
 	// HandshakeDevices is the fleet that handshakes in the handshake
 	// scenario.
 	HandshakeDevices int
@@ -320,6 +324,7 @@ func (c *Config) setDefaults() error {
 	def(&c.QueryClients, DefaultQueryClients, 2)
 	def(&c.RecoveryDevices, DefaultRecoveryFleet, 20)
 	defd(&c.FleetDuration, DefaultFleetDuration, 2*time.Second)
+	defd(&c.FleetPeriod, DefaultFleetPeriod, time.Second)
 	defd(&c.Outage, DefaultOutage, 2*time.Second)
 	if len(c.Relays) == 0 {
 		c.Relays = slices.Clone(DefaultRelays)

@@ -50,7 +50,7 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 	r.prog.setLive(Fleet, label+": generating keys, registering, handshaking", func() string {
 		return fmt.Sprintf("(%d sessions)", sys.srv.Ingest().Stats().Handshakes.Load())
 	})
-	period := DefaultFleetPeriod
+	period := r.cfg.FleetPeriod
 	if r.cfg.Smoke {
 		period = r.cfg.FleetDuration / 2
 	}

@@ -75,6 +75,7 @@ Examples:
 	relays := fs.String("relays", "1,3,10", "relay counts of the ingest scenario, comma-separated")
 	fleet := fs.String("fleet", "20000", "registered devices of each fleet step, comma-separated")
 	fs.DurationVar(&cfg.FleetDuration, "fleet-duration", bench.DefaultFleetDuration, "how long the fleet sends while its memory is watched")
+	fs.DurationVar(&cfg.FleetPeriod, "fleet-period", bench.DefaultFleetPeriod, "how often each fleet device sends (1,000,000 devices every 10s offer 100,000 readings/s)")
 	fs.IntVar(&cfg.HandshakeDevices, "handshake-devices", bench.DefaultHandshakeFleet, "devices that handshake in the handshake scenario")
 	fs.IntVar(&cfg.QueryReadings, "query-readings", bench.DefaultQueryReadings, "readings generated into the query scenario's store")
 	fs.IntVar(&cfg.QueryDevices, "query-devices", bench.DefaultQueryDevices, "devices those readings belong to")
@@ -122,8 +123,9 @@ Examples:
 		for name, zero := range map[string]func(){
 			"duration": func() { cfg.Duration = 0 }, "devices": func() { cfg.Devices = 0 },
 			"relays": func() { cfg.Relays = nil }, "fleet": func() { cfg.FleetSizes = nil },
-			"fleet-duration": func() { cfg.FleetDuration = 0 }, "handshake-devices": func() { cfg.HandshakeDevices = 0 },
-			"query-readings": func() { cfg.QueryReadings = 0 }, "query-devices": func() { cfg.QueryDevices = 0 },
+			"fleet-duration": func() { cfg.FleetDuration = 0 }, "fleet-period": func() { cfg.FleetPeriod = 0 },
+			"handshake-devices": func() { cfg.HandshakeDevices = 0 },
+			"query-readings":    func() { cfg.QueryReadings = 0 }, "query-devices": func() { cfg.QueryDevices = 0 },
 			"query-clients": func() { cfg.QueryClients = 0 }, "outage": func() { cfg.Outage = 0 },
 			"recovery-devices": func() { cfg.RecoveryDevices = 0 },
 		} {
