@@ -34,12 +34,6 @@ type countingStore struct {
 	read atomic.Int64
 }
 
-func (c *countingStore) AllDevices(ctx context.Context) ([]store.Device, error) {
-	ds, err := c.Store.AllDevices(ctx)
-	c.read.Add(int64(len(ds)))
-	return ds, err
-}
-
 func (c *countingStore) DevicesChangedSince(ctx context.Context, since int64) ([]store.Device, int64, error) {
 	ds, next, err := c.Store.DevicesChangedSince(ctx, since)
 	c.read.Add(int64(len(ds)))

@@ -170,8 +170,6 @@ type Store interface {
 	Device(ctx context.Context, id int64) (Device, error)
 	DeviceByKey(ctx context.Context, key wire.PublicKey) (Device, error)
 	Devices(ctx context.Context, projectID string) ([]Device, error)
-	// AllDevices lists every device.
-	AllDevices(ctx context.Context) ([]Device, error)
 	// DevicesChangedSince lists, in ID order, the devices created after
 	// change number since or whose project, key or enabled flag changed
 	// after it, whoever wrote them (this process, another process on the

@@ -448,10 +448,6 @@ func (s *Store) Devices(ctx context.Context, projectID string) ([]store.Device, 
 	return s.devices(ctx, `SELECT `+deviceCols+` FROM devices WHERE project_id = ? ORDER BY id`, projectID)
 }
 
-func (s *Store) AllDevices(ctx context.Context) ([]store.Device, error) {
-	return s.devices(ctx, `SELECT `+deviceCols+` FROM devices ORDER BY id`)
-}
-
 func (s *Store) devices(ctx context.Context, q string, args ...any) ([]store.Device, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {

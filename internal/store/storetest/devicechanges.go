@@ -136,7 +136,7 @@ func testDeviceChanges(t *testing.T, s store.Store) {
 		follow()
 	}
 	follow()
-	all, err := s.AllDevices(ctx)
+	all, _, err := s.DevicesChangedSince(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

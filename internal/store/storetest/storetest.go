@@ -180,11 +180,11 @@ func testDevices(t *testing.T, s store.Store) {
 	if err != nil || len(ds) != 0 {
 		t.Errorf("Devices(unknown project) = %v, %v; want none, nil", ds, err)
 	}
-	ds, err = s.AllDevices(ctx)
+	ds, _, err = s.DevicesChangedSince(ctx, 0)
 	if err != nil {
-		t.Fatalf("AllDevices: %v", err)
+		t.Fatalf("DevicesChangedSince(0): %v", err)
 	}
-	same(t, "AllDevices", ds, []store.Device{d1, d2, d3})
+	same(t, "DevicesChangedSince(0)", ds, []store.Device{d1, d2, d3})
 }
 
 func testDeviceEnabled(t *testing.T, s store.Store) {
@@ -233,11 +233,11 @@ func testDeviceStatus(t *testing.T, s store.Store) {
 		t.Fatalf("DeviceByKey: %v", err)
 	}
 	same(t, "DeviceByKey after SetDeviceStatus", byKey, d)
-	all, err := s.AllDevices(ctx)
+	all, _, err := s.DevicesChangedSince(ctx, 0)
 	if err != nil {
-		t.Fatalf("AllDevices: %v", err)
+		t.Fatalf("DevicesChangedSince(0): %v", err)
 	}
-	same(t, "AllDevices after SetDeviceStatus", all, []store.Device{d, other})
+	same(t, "DevicesChangedSince(0) after SetDeviceStatus", all, []store.Device{d, other})
 	list, err := s.Devices(ctx, "p")
 	if err != nil {
 		t.Fatalf("Devices: %v", err)
