@@ -3,7 +3,6 @@ package api
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -174,6 +173,7 @@ type sseWriter struct {
 	rc      *http.ResponseController
 	bw      *bufio.Writer
 	timeout time.Duration
+	buf     []byte // an event being encoded, reused
 }
 
 func (s *sseWriter) deadline() {
@@ -183,13 +183,17 @@ func (s *sseWriter) deadline() {
 }
 
 func (s *sseWriter) event(rd store.Reading) error {
-	data, err := json.Marshal(newReadingJSON(rd))
+	b := append(s.buf[:0], "id: "...)
+	b = strconv.AppendInt(b, rd.ID, 10)
+	b = append(b, "\nevent: reading\ndata: "...)
+	// The JSON has no newline, so it is one data line.
+	b, err := appendReadingJSON(b, rd)
+	s.buf = b
 	if err != nil {
 		return fmt.Errorf("encode reading %d: %w", rd.ID, err)
 	}
 	s.deadline()
-	// The JSON has no newline, so it is one data line.
-	_, err = fmt.Fprintf(s.bw, "id: %d\nevent: reading\ndata: %s\n\n", rd.ID, data)
+	_, err = s.bw.Write(append(b, "\n\n"...))
 	return err
 }
 
