@@ -141,3 +141,65 @@ func TestMigrationFKAtCommit(t *testing.T) {
 		t.Errorf("new reading got id %d, want 4", id)
 	}
 }
+
+// TestMigrationReadingSpans: migration 00009 describes the readings
+// already stored in spans of 1,024 IDs (run_max the running maximum,
+// prev_max the span before's) and drops the (device_id, received) index;
+// its Down restores the index and drops the spans.
+func TestMigrationReadingSpans(t *testing.T) {
+	ctx := t.Context()
+	_, db, p := migrationProvider(t)
+	if _, err := p.UpTo(ctx, 8); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+	}
+	exec(`INSERT INTO projects (id, name, created) VALUES ('p', 'p', 0)`)
+	exec(`INSERT INTO devices (id, project_id, public_key, name, enabled, created) VALUES (1, 'p', x'01', 'a', 1, 0)`)
+	// 2,500 readings: IDs 1..2500, received 10 s apart, but the readings
+	// of IDs 1500..1599 three hours old.
+	exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+		INSERT INTO readings (device_id, project_id, seq, received, kind, value, name, unit)
+		SELECT 1, 'p', i, CASE WHEN i BETWEEN 1500 AND 1599 THEN i * 10000 - 10800000 ELSE i * 10000 END, 1, 0, '', '' FROM n`)
+	indexes := func() string {
+		t.Helper()
+		var idx string
+		if err := db.QueryRowContext(ctx, `SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_schema
+			WHERE type = 'index' AND tbl_name = 'readings' ORDER BY name)`).Scan(&idx); err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+	before := indexes()
+	if _, err := p.UpTo(ctx, 9); err != nil {
+		t.Fatal(err)
+	}
+	var spans string
+	if err := db.QueryRowContext(ctx, `SELECT group_concat(x, ' ') FROM (SELECT concat_ws(',', first_id, last_id,
+		min_recv, run_max, coalesce(prev_max, '-'), min_recv < prev_max - 1000) AS x FROM reading_spans ORDER BY first_id)`).Scan(&spans); err != nil {
+		t.Fatal(err)
+	}
+	// IDs 1..1023 (id/1024 = 0), 1024..2047 (the late readings: a late
+	// span), 2048..2500.
+	want := "1,1023,10000,10230000,- 1024,2047,4200000,20470000,10230000,1 2048,2500,20480000,25000000,20470000,0"
+	if spans != want {
+		t.Fatalf("spans after Up:\n%s\nwant\n%s", spans, want)
+	}
+	if strings.Contains(indexes(), "readings_device_received") {
+		t.Fatalf("readings_device_received is still there: %s", indexes())
+	}
+	if _, err := p.DownTo(ctx, 8); err != nil {
+		t.Fatal(err)
+	}
+	if got := indexes(); got != before {
+		t.Fatalf("indexes after Down: %s, want %s", got, before)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE name LIKE 'reading_spans%'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("after Down, %d reading_spans objects (%v)", n, err)
+	}
+}

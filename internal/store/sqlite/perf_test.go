@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -241,29 +242,42 @@ func benchStore(b *testing.B, devices int) (*Store, []int64) {
 	return s, ids
 }
 
-// BenchmarkAppendCPU is BenchmarkAppendReadings (2,000 readings from 200
-// devices, each heard by one relay, one durable transaction) reporting the
-// process's CPU per reading as well, which a machine shared with other
-// work changes much less than the wall-clock rate. The background
-// checkpoints are included.
+// BenchmarkAppendCPU is BenchmarkAppendReadings (readings of many
+// devices, each heard by one relay, one durable transaction per batch)
+// reporting the process's CPU per reading as well, which a machine shared
+// with other work changes much less than the wall-clock rate. The
+// background checkpoints are included. Two shapes:
+//
+//   - batch=2000/devices=200: a commit at full speed, ten readings per
+//     device, so most index pages take several;
+//   - batch=200/devices=1000: a commit at a moderate rate, a reading per
+//     device at most, so nearly every reading dirties index pages of its
+//     own (what sets the latency at half the peak).
 func BenchmarkAppendCPU(b *testing.B) {
-	const (
-		batchSize = 2000
-		devices   = 200
-	)
+	for _, c := range []struct{ batch, devices int }{{2000, 200}, {200, 1000}} {
+		b.Run(fmt.Sprintf("batch=%d/devices=%d", c.batch, c.devices), func(b *testing.B) {
+			benchAppendCPU(b, c.batch, c.devices)
+		})
+	}
+}
+
+func benchAppendCPU(b *testing.B, batchSize, devices int) {
 	ctx := b.Context()
 	s, ids := benchStore(b, devices)
 	raw := make([]byte, 64)
 	now := time.Now()
 	batch := make([]store.Reading, batchSize)
-	var seq uint64
+	seqs := make([]uint64, devices)
+	next := 0
 	stored := 0
 	cpu0 := procstat.CPUTime()
 	for b.Loop() {
-		seq++
 		for i := range batch {
+			d := next % devices
+			next++
+			seqs[d]++
 			batch[i] = store.Reading{
-				DeviceID: ids[i%devices], ProjectID: "p", Seq: seq*batchSize/devices + uint64(i/devices),
+				DeviceID: ids[d], ProjectID: "p", Seq: seqs[d],
 				DeviceTime: now, Received: now, Kind: wire.KindTemperature, Value: 21.5, Name: "inside", Raw: raw,
 				Heard: []store.Hearing{{RelayID: "relay-1", Received: now, RSSI: -80, SNR: 7.5}},
 			}

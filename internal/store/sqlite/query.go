@@ -14,33 +14,43 @@ import (
 // How a page of readings in a time range is found.
 //
 // A page is the first readings by ID, after the cursor, whose received time
-// is in the range. IDs follow arrival, not received time: a relay that
-// buffered through an outage forwards old hearing times later, so no ID
-// range stands for a time range. Two indexes can answer, and each is the
-// right one for one kind of question:
+// is in the range. Received times are the server's clock when ingest took
+// the datagram, so they nearly follow IDs, but not exactly (a reading that
+// waited in a queue, a bulk load of old readings): no ID range is exactly
+// a time range.
 //
-//   - the window: (device_id, received) or (project_id, received) holds
-//     the range's readings side by side, with their IDs, so the page is the
-//     smallest IDs among them (a top-N sort) without reading a row: a cost
-//     in the readings of the range, whatever the device's history. It is
-//     what a dashboard asks (the last hour, the last day), and not what
-//     SQLite picks for the page's query left alone: it prefers the ID
-//     index, which needs no sort, and reads every reading of the device
-//     from the cursor up to the range.
-//   - the walk: (device_id, id) or (project_id, id) from the cursor, each
-//     row's received time checked, stopping at the page's last reading: a
-//     cost in the page, when the readings after the cursor are in the
-//     range. It is what an export paging through a long range asks from
-//     its second page on; the window would sort the whole range for every
-//     page, which makes an export quadratic.
+// A device's range is read through the device's ID index, between the ID
+// bounds that the reading spans give (spans.go): a walk from the cursor,
+// each row's received time checked, that reads the range's readings and
+// at most a span's and a second's worth around it. That costs a reading
+// one device-keyed index page less than a (device_id, received) index did
+// (migration 00009).
 //
-// So a range query counts the range's readings (in the window's index,
-// at most windowMax), and reads a range of at most windowMax readings
-// through the window. A larger range is walked first, through at most
-// walkPages pages' worth of readings after the cursor; if that did not
-// fill the page, the window finds the rest. Every step is exact, so the
-// strategy changes the cost of a query, never its answer; the indexes are
-// named (INDEXED BY), so a plan cannot drift to a scan of the history.
+// A project's range has its (project_id, received) index, whose pages are
+// shared by the project's devices, and two ways of reading, each the right
+// one for one kind of question:
+//
+//   - the window: (project_id, received) holds the range's readings side
+//     by side, with their IDs, so the page is the smallest IDs among them
+//     (a top-N sort) without reading a row: a cost in the readings of the
+//     range, whatever the project's history. It is what a dashboard asks
+//     (the last hour, the last day), and not what SQLite picks for the
+//     page's query left alone: it prefers the ID index, which needs no
+//     sort, and reads every reading from the cursor up to the range.
+//   - the walk: (project_id, id) from the cursor, each row's received time
+//     checked, stopping at the page's last reading: a cost in the page,
+//     when the readings after the cursor are in the range. It is what an
+//     export paging through a long range asks from its second page on; the
+//     window would sort the whole range for every page, which makes an
+//     export quadratic.
+//
+// So a project's range query counts the range's readings (in the window's
+// index, at most windowMax), and reads a range of at most windowMax
+// readings through the window. A larger range is walked first, through at
+// most walkPages pages' worth of readings after the cursor; if that did
+// not fill the page, the window finds the rest. Every step is exact, so
+// the strategy changes the cost of a query, never its answer; the indexes
+// are named (INDEXED BY), so a plan cannot drift to a scan of the history.
 const (
 	windowMax = 10_000
 	walkPages = 2
@@ -116,10 +126,10 @@ func newRangeQuery(q store.ReadingQuery) (rangeQuery, error) {
 
 // key is the column that the query's indexes start with, its value, and
 // the indexes: by ID (cursor pages, the walk) and by received time (the
-// window).
+// window; a project's only: a device's range is found through the spans).
 func (rq *rangeQuery) key() (col string, val any, byID, byReceived string) {
 	if rq.device != 0 {
-		return "device_id", rq.device, "readings_device_id", "readings_device_received"
+		return "device_id", rq.device, "readings_device_id", ""
 	}
 	return "project_id", rq.project, "readings_project_id", "readings_project_received"
 }
@@ -271,6 +281,16 @@ func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Rea
 func (s *Store) readings(ctx context.Context, rq rangeQuery) ([]store.Reading, error) {
 	if !rq.timed {
 		return s.queryReadings(ctx, rq.walkPage(rq.after, 0, rq.limit))
+	}
+	if rq.device != 0 {
+		lo, hi, err := s.idRange(ctx, rq.from, rq.to)
+		if err != nil {
+			return nil, err
+		}
+		if hi != 0 && hi <= max(rq.after, lo) {
+			return nil, nil
+		}
+		return s.queryReadings(ctx, rq.walkPage(max(rq.after, lo), hi, rq.limit))
 	}
 	var n int
 	q, args := rq.windowCountSQL()

@@ -2,8 +2,10 @@ package sqlite
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,9 +99,7 @@ func TestRangeQueryPlans(t *testing.T) {
 		q          store.ReadingQuery
 		byID, byRx string
 	}{
-		{"device", store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from, To: to}, "readings_device_id", "readings_device_received"},
 		{"project", store.ReadingQuery{ProjectID: "p", From: from, To: to}, "readings_project_id", "readings_project_received"},
-		{"device from", store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from}, "readings_device_id", "readings_device_received"},
 		{"project to", store.ReadingQuery{ProjectID: "p", To: to}, "readings_project_id", "readings_project_received"},
 	} {
 		rq, err := newRangeQuery(c.q)
@@ -125,12 +125,113 @@ func TestRangeQueryPlans(t *testing.T) {
 		got = plan(q, args)
 		has(c.name+" walk end", got, "USING COVERING INDEX "+c.byID+" (")
 	}
+	// A device's range: the ID bounds from the spans, each one index
+	// descent, then a walk between them in the device's ID index.
+	for _, q := range []string{
+		`SELECT last_id FROM reading_spans INDEXED BY reading_spans_run_max
+			WHERE run_max < ? ORDER BY run_max DESC, first_id DESC LIMIT 1`,
+		`SELECT first_id, last_id FROM reading_spans INDEXED BY reading_spans_run_max
+			WHERE run_max >= ? ORDER BY run_max, first_id LIMIT 1`,
+	} {
+		got := plan(q, []any{from.UnixMilli()})
+		has("span bound", got, "USING INDEX reading_spans_run_max (run_max")
+		lacks("span bound", got, "TEMP B-TREE", "SCAN")
+	}
+	got := plan(`SELECT last_id FROM reading_spans INDEXED BY reading_spans_late
+		WHERE min_recv < prev_max - `+strconv.Itoa(spanSlackMillis)+` AND min_recv < ? AND first_id > ?
+		ORDER BY first_id DESC LIMIT 1`, []any{to.UnixMilli(), 5})
+	has("late spans", got, "USING INDEX reading_spans_late (first_id>?)")
+	lacks("late spans", got, "TEMP B-TREE")
+	rq, _ := newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from, To: to})
+	p := rq.walkPage(5, 500, 100)
+	got = plan(p.sql(), p.args)
+	has("device range", got, "USING INDEX readings_device_id (device_id=? AND id>? AND id<?)")
+	lacks("device range", got, "SCAN readings", "TEMP B-TREE FOR ORDER BY")
 	// Without a time range the page is a walk from the cursor.
-	rq, _ := newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[0]})
-	p := rq.walkPage(0, 0, 100)
-	got := plan(p.sql(), p.args)
+	rq, _ = newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[0]})
+	p = rq.walkPage(0, 0, 100)
+	got = plan(p.sql(), p.args)
 	has("device page", got, "USING INDEX readings_device_id (device_id=? AND id>?)")
 	lacks("device page", got, "TEMP B-TREE FOR ORDER BY")
+}
+
+// TestSpanSlackMatchesIndex: the slack of the late spans' partial index
+// (migration 00009) is spanSlackMillis, which the queries repeat.
+func TestSpanSlackMatchesIndex(t *testing.T) {
+	s, _ := perfStore(t)
+	var def string
+	if err := s.r.QueryRowContext(t.Context(), `SELECT sql FROM sqlite_master WHERE name = 'reading_spans_late'`).Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if want := "prev_max - " + strconv.Itoa(spanSlackMillis); !strings.Contains(def, want) {
+		t.Fatalf("reading_spans_late is %q; want %q in it", def, want)
+	}
+}
+
+// TestReadingSpans: with small spans and readings stored in every
+// disorder (late by a few milliseconds, by more than the slack, by an
+// hour, a batch of old readings in bulk), the ID range of every time range
+// holds every reading of the range.
+func TestReadingSpans(t *testing.T) {
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	s.spanIDs = 16
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := int64(1_700_000_000_000)
+	seqs := make([]uint64, len(ids))
+	var stored []store.Reading
+	clock := base
+	for b := range 240 {
+		var batch []store.Reading
+		for range 1 + rng.IntN(12) {
+			d := rng.IntN(len(ids))
+			seqs[d]++
+			clock += int64(rng.IntN(400))
+			received := clock - int64(rng.IntN(900)) // queueing, within the slack
+			switch {
+			case b%53 == 52:
+				received = clock - 3_600_000 + int64(rng.IntN(1000)) // a late batch
+			case rng.IntN(300) == 0:
+				received = clock - spanSlackMillis - int64(rng.IntN(5000))
+			}
+			batch = append(batch, store.Reading{DeviceID: ids[d], ProjectID: "p", Seq: seqs[d],
+				Received: time.UnixMilli(received), Raw: []byte{0xa0}})
+		}
+		got, err := s.AppendReadings(ctx, store.Append{Readings: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, got...)
+	}
+	var spans, late int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE min_recv < prev_max - `+
+		strconv.Itoa(spanSlackMillis)+`) FROM reading_spans`).Scan(&spans, &late); err != nil {
+		t.Fatal(err)
+	}
+	if spans < 20 || late < 3 {
+		t.Fatalf("%d spans, %d late: the test does not exercise them", spans, late)
+	}
+	for range 400 {
+		a := stored[rng.IntN(len(stored))].Received.UnixMilli() + int64(rng.IntN(3)) - 1
+		b := a + int64(rng.IntN(60_000))
+		from, to := a, b
+		switch rng.IntN(4) {
+		case 0:
+			from = math.MinInt64
+		case 1:
+			to = math.MaxInt64
+		}
+		lo, hi, err := s.idRange(ctx, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range stored {
+			ms := r.Received.UnixMilli()
+			if ms >= from && ms < to && (r.ID <= lo || hi != 0 && r.ID > hi) {
+				t.Fatalf("[%d, %d): reading %d received %d is outside the IDs (%d, %d]", from, to, r.ID, ms, lo, hi)
+			}
+		}
+	}
 }
 
 // TestRangeQueryStrategies: every way of reading a range (the window, a

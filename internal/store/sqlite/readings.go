@@ -144,6 +144,9 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		i += n
 	}
+	if err := s.recordSpan(ctx, tx, out); err != nil {
+		return nil, fmt.Errorf("sqlite: append: reading spans: %w", err)
+	}
 	for i, rows := 0, len(hargs)/6; i < rows; {
 		n := chunk(rows-i, maxChunkHearings)
 		_, err := tx.StmtContext(ctx, s.insHearings[n]).ExecContext(ctx, hargs[6*i:6*(i+n)]...)

@@ -64,6 +64,10 @@ type Store struct {
 	// connection and reused by every AppendReadings transaction.
 	insReadings map[int]*sql.Stmt
 	insHearings map[int]*sql.Stmt
+	// The statements of reading spans (spans.go), and the IDs a span
+	// covers at most (spanIDs; smaller in tests).
+	extendSpan, newSpan *sql.Stmt
+	spanIDs             int64
 
 	// Reading queries, prepared on the read pool the first time each
 	// shape is asked (readStmt).
@@ -166,6 +170,13 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 	if s.insHearings, err = prepareInserts(ctx, s.w, maxChunkHearings, insertHearingsSQL); err != nil {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
+	if s.extendSpan, err = s.w.PrepareContext(ctx, extendSpanSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.newSpan, err = s.w.PrepareContext(ctx, newSpanSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	s.spanIDs = spanIDs
 	s.r, err = sql.Open("sqlite", abs+"?"+common+"&_query_only=1")
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
@@ -315,6 +326,11 @@ func (s *Store) closeAll() error {
 	}
 	for _, stmts := range []map[int]*sql.Stmt{s.insReadings, s.insHearings} {
 		for _, st := range stmts {
+			errs = append(errs, st.Close())
+		}
+	}
+	for _, st := range []*sql.Stmt{s.extendSpan, s.newSpan} {
+		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
