@@ -34,6 +34,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/time/rate"
 
 	"github.com/signet-io/signet/internal/wire"
@@ -53,6 +55,21 @@ const (
 	DefaultHandshakeRate    = 500
 	DefaultHandshakeTimeout = time.Second
 	DefaultHandshakeTries   = 10
+	// sendBatch bounds the datagrams a sender queues for one socket
+	// before it writes them, and recvBatch those a receiver reads, in one
+	// system call each (sendmmsg and recvmmsg on Linux, one datagram per
+	// call elsewhere). The generator shares the machine with the server
+	// it measures: what it spends per datagram, the server loses.
+	sendBatch = 32
+	recvBatch = 32
+	// paceTick is the shortest sleep of a paced sender: the readings that
+	// fall due within it are sent together, at most this much late, rather
+	// than each after a timer and a wake-up of its own.
+	paceTick = time.Millisecond
+	// recvInterval is the shortest time between two reads of a socket
+	// that did not fill a batch: the acknowledgements that arrive
+	// meanwhile are read together, at most this much late.
+	recvInterval = time.Millisecond
 	// ReadingSize is the encoded size the generated readings aim at (a
 	// numeric reading with a name and a unit); each is within a few bytes
 	// of it, depending on its sequence.
@@ -159,7 +176,9 @@ type Generator struct {
 	cfg     Config
 	log     *slog.Logger
 	target  netip.AddrPort
+	to      *net.UDPAddr // target, as batched writes take it
 	conns   []*net.UDPConn
+	batch   []batchConn // conns[i] for batched reads and writes
 	devs    []*device
 	base    uint32 // device i uses session index base+i
 	epochMs int64  // device time of sequence 0
@@ -239,7 +258,7 @@ func New(cfg Config) (*Generator, error) {
 		return nil, errors.New("loadgen: Config.Rate, Count and Duration must not be negative")
 	}
 	g := &Generator{
-		cfg: cfg, log: cfg.Logger, target: target.AddrPort(),
+		cfg: cfg, log: cfg.Logger, target: target.AddrPort(), to: net.UDPAddrFromAddrPort(target.AddrPort()),
 		epochMs: time.Now().UnixMilli(),
 		hsPoke:  make(chan struct{}, 1),
 	}
@@ -284,8 +303,9 @@ func New(cfg Config) (*Generator, error) {
 		_ = c.SetReadBuffer(4 << 20)
 		_ = c.SetWriteBuffer(4 << 20)
 		g.conns = append(g.conns, c)
+		g.batch = append(g.batch, newBatchConn(c))
 	}
-	for _, c := range g.conns {
+	for _, c := range g.batch {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); g.receive(c) }()
 	}
@@ -427,6 +447,22 @@ func (g *Generator) initiateLocked(dst []byte, d *device, now time.Time) ([]byte
 	return dg, nil
 }
 
+// batchConn reads and writes several datagrams per system call.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// newBatchConn wraps c with the x/net package of its address family (the
+// message type is the same for both).
+func newBatchConn(c *net.UDPConn) batchConn {
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		return ipv6.NewPacketConn(c)
+	}
+	return ipv4.NewPacketConn(c)
+}
+
+// send sends one handshake datagram; readings go out in batches (sender.flush).
 func (g *Generator) send(d *device, dg []byte) bool {
 	if _, err := g.conns[d.sock].WriteToUDPAddrPort(dg, g.target); err != nil {
 		g.stats.SendErrors.Add(1)
@@ -444,11 +480,31 @@ func poke(c chan struct{}) {
 
 // receive handles what comes back on one socket: handshake responses,
 // cookie replies and acknowledgements.
-func (g *Generator) receive(c *net.UDPConn) {
-	buf := make([]byte, wire.MaxDatagramSize+1)
+func (g *Generator) receive(c batchConn) {
+	const size = wire.MaxDatagramSize + 1
+	buf := make([]byte, recvBatch*size)
+	msgs := make([]ipv4.Message, recvBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{buf[i*size : (i+1)*size : (i+1)*size]}
+	}
+	// The senders to wake, once per read rather than once per
+	// acknowledgement.
+	wake := make([]bool, len(g.pokes))
 	var pt []byte
+	var last time.Time
 	for {
-		n, err := c.Read(buf)
+		// Acknowledgements arrive one by one, as the server handles the
+		// datagrams; a read for each would wake this goroutine for each.
+		// Read at most every recvInterval unless the last read filled
+		// the batch: the rest wait in the socket's buffer.
+		if now := time.Now(); now.Sub(last) < recvInterval {
+			time.Sleep(recvInterval - now.Sub(last))
+		}
+		n, err := c.ReadBatch(msgs, 0)
+		last = time.Now()
+		if n == recvBatch {
+			last = time.Time{}
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -460,23 +516,33 @@ func (g *Generator) receive(c *net.UDPConn) {
 			g.log.Warn("loadgen: socket read", "err", err)
 			return
 		}
-		dg := buf[:n]
-		h, ok := wire.ParseHeader(dg)
-		i := int(h.Receiver - g.base)
-		if !ok || i < 0 || i >= len(g.devs) {
-			g.stats.Strays.Add(1)
-			continue
+		now := time.Now().UnixNano()
+		for k := range msgs[:n] {
+			dg := msgs[k].Buffers[0][:msgs[k].N]
+			msgs[k].Addr = nil
+			h, ok := wire.ParseHeader(dg)
+			i := int(h.Receiver - g.base)
+			if !ok || i < 0 || i >= len(g.devs) {
+				g.stats.Strays.Add(1)
+				continue
+			}
+			d := g.devs[i]
+			switch h.Type {
+			case wire.TypeResponse:
+				g.response(d, dg)
+			case wire.TypeCookieReply:
+				g.cookieReply(d, dg)
+			case wire.TypeTransport:
+				pt = g.transport(i, d, dg, pt[:0], now, wake)
+			default:
+				g.stats.Strays.Add(1)
+			}
 		}
-		d := g.devs[i]
-		switch h.Type {
-		case wire.TypeResponse:
-			g.response(d, dg)
-		case wire.TypeCookieReply:
-			g.cookieReply(d, dg)
-		case wire.TypeTransport:
-			pt = g.transport(i, d, dg, pt[:0])
-		default:
-			g.stats.Strays.Add(1)
+		for k, w := range wake {
+			if w {
+				poke(g.pokes[k])
+				wake[k] = false
+			}
 		}
 	}
 }
@@ -517,7 +583,10 @@ func (g *Generator) cookieReply(d *device, dg []byte) {
 	poke(g.hsPoke)
 }
 
-func (g *Generator) transport(i int, d *device, dg, scratch []byte) []byte {
+// transport handles a transport datagram for device i received at now
+// (Unix nanoseconds), marking in wake the sender of a device whose
+// acknowledgement advanced.
+func (g *Generator) transport(i int, d *device, dg, scratch []byte, now int64, wake []bool) []byte {
 	s := d.sess.Load()
 	if s == nil {
 		g.stats.Strays.Add(1)
@@ -539,8 +608,8 @@ func (g *Generator) transport(i int, d *device, dg, scratch []byte) []byte {
 			break
 		}
 		if d.acked.CompareAndSwap(cur, m.Ack.Seq) {
-			d.ackAt.Store(time.Now().UnixNano())
-			poke(g.pokes[i%len(g.pokes)])
+			d.ackAt.Store(now)
+			wake[i%len(wake)] = true
 			break
 		}
 	}
@@ -616,13 +685,35 @@ type sender struct {
 	g      *Generator
 	devs   []*device
 	poke   chan struct{}
-	count  int64 // new readings still to send; negative is unbounded
+	count  int64 // new readings still to send (or queued); negative is unbounded
 	stopAt time.Time
 	start  time.Time
 	rate   float64
-	issued int64
+	issued int64 // new readings sent or queued
 	rs     []wire.Reading
-	pt, dg []byte
+	pt     []byte
+	timer  *time.Timer  // pace's
+	queues []*sendQueue // by socket, made on first use
+	// What the writes of the current pass achieved (flush).
+	progress, outstanding bool
+}
+
+// sendQueue is a sender's datagrams for one socket, not yet written:
+// msgs[:n] and out[:n].
+type sendQueue struct {
+	conn batchConn
+	n    int
+	msgs [sendBatch]ipv4.Message
+	out  [sendBatch]queued
+	bufs [sendBatch][]byte // the datagrams' buffers, kept across writes
+}
+
+// queued is what a queued datagram carries: sequences lo..hi of d, new
+// (fresh) or sent before.
+type queued struct {
+	d      *device
+	lo, hi uint64
+	fresh  bool
 }
 
 func (s *sender) generating(now time.Time) bool {
@@ -637,6 +728,11 @@ func (s *sender) run(ctx context.Context, generated func()) {
 	var drainEnd time.Time
 	wait := time.NewTimer(time.Hour)
 	defer wait.Stop()
+	defer func() {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	}()
 	for {
 		now := time.Now()
 		gen := s.generating(now) && ctx.Err() == nil
@@ -647,7 +743,7 @@ func (s *sender) run(ctx context.Context, generated func()) {
 				return
 			}
 		}
-		progress, outstanding := false, false
+		s.progress, s.outstanding = false, false
 		for _, d := range s.devs {
 			if ctx.Err() != nil {
 				break
@@ -655,12 +751,11 @@ func (s *sender) run(ctx context.Context, generated func()) {
 			sess := d.sess.Load()
 			acked, sent := d.acked.Load(), d.sent.Load()
 			if acked < sent {
-				outstanding = true
+				s.outstanding = true
 				armed := max(d.armed, d.ackAt.Load())
 				if now.UnixNano()-armed >= int64(g.cfg.RetransmitAfter) {
 					s.resend(d, sess, acked+1, min(sent, acked+uint64(g.cfg.Window)))
 					d.armed = time.Now().UnixNano()
-					progress = true
 				}
 			}
 			if !gen || s.count == 0 {
@@ -680,26 +775,26 @@ func (s *sender) run(ctx context.Context, generated func()) {
 			if acked >= sent {
 				d.armed = time.Now().UnixNano()
 			}
-			if s.sendRange(d, sess, sent+1, sent+uint64(k)) {
-				d.sent.Store(sent + uint64(k))
-				g.stats.Readings.Add(uint64(k))
+			if s.queue(d, sess, sent+1, sent+uint64(k), true) {
+				// Counted as sent once written (flush), and taken
+				// back if the write fails.
 				s.issued += k
 				if s.count > 0 {
 					s.count -= k
 				}
-				progress, outstanding = true, true
 			}
 		}
+		s.flushAll()
 		if ctx.Err() != nil {
 			return
 		}
-		if !gen && !outstanding {
+		if !gen && !s.outstanding {
 			return
 		}
 		if !gen && time.Now().After(drainEnd) {
 			return
 		}
-		if progress {
+		if s.progress {
 			continue
 		}
 		// Every window is full or every retransmit timer running: wait
@@ -723,51 +818,134 @@ func (s *sender) run(ctx context.Context, generated func()) {
 	}
 }
 
-// pace sleeps until k more readings are due at the sender's rate. It
-// reports false if ctx ended meanwhile.
+// pace sleeps until k more readings are due at the sender's rate,
+// writing what is queued first; it sleeps at least paceTick, so that at a
+// high rate a wake-up and a write per socket serve the readings due
+// meanwhile. It reports false if ctx ended meanwhile.
 func (s *sender) pace(ctx context.Context, k int64) bool {
 	due := s.start.Add(time.Duration(float64(s.issued+k) / s.rate * float64(time.Second)))
 	d := time.Until(due)
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	s.flushAll()
+	d = max(d, paceTick)
+	if s.timer == nil {
+		s.timer = time.NewTimer(d)
+	} else {
+		s.timer.Reset(d)
+	}
 	select {
 	case <-ctx.Done():
+		s.timer.Stop()
 		return false
-	case <-t.C:
+	case <-s.timer.C:
 		return true
 	}
 }
 
-// resend sends sequences lo..hi of d again, Batch to a datagram.
+// resend queues sequences lo..hi of d again, Batch to a datagram.
 func (s *sender) resend(d *device, sess *wire.Session, lo, hi uint64) {
 	for lo <= hi {
 		top := min(hi, lo+uint64(s.g.cfg.Batch)-1)
-		if s.sendRange(d, sess, lo, top) {
-			s.g.stats.Resent.Add(top - lo + 1)
-		}
+		s.queue(d, sess, lo, top, false)
 		lo = top + 1
 	}
 }
 
-// sendRange sends sequences lo..hi of d in one datagram.
-func (s *sender) sendRange(d *device, sess *wire.Session, lo, hi uint64) bool {
+// queue seals sequences lo..hi of d into one datagram and queues it for
+// d's socket, writing the queue if it is full. It reports whether the
+// datagram was queued.
+func (s *sender) queue(d *device, sess *wire.Session, lo, hi uint64, fresh bool) bool {
 	g := s.g
+	if s.queues == nil {
+		s.queues = make([]*sendQueue, len(g.batch))
+	}
+	q := s.queues[d.sock]
+	if q == nil {
+		q = &sendQueue{conn: g.batch[d.sock]}
+		for i := range q.msgs {
+			q.msgs[i] = ipv4.Message{Buffers: make([][]byte, 1), Addr: g.to}
+		}
+		s.queues[d.sock] = q
+	}
+	n := q.n
 	var err error
 	s.pt, err = g.appendReadings(s.pt[:0], &s.rs, lo, hi)
 	if err == nil {
-		s.dg, err = sess.Seal(s.dg[:0], s.pt)
+		q.bufs[n], err = sess.Seal(q.bufs[n][:0], s.pt)
 	}
 	if err != nil {
 		g.stats.SendErrors.Add(1)
 		g.log.Error("loadgen: building datagram", "err", err)
 		return false
 	}
-	if !g.send(d, s.dg) {
-		return false
+	q.msgs[n].Buffers[0] = q.bufs[n]
+	q.out[n] = queued{d: d, lo: lo, hi: hi, fresh: fresh}
+	q.n++
+	if q.n == sendBatch {
+		s.flush(q)
 	}
-	g.stats.Datagrams.Add(1)
 	return true
+}
+
+func (s *sender) flushAll() {
+	for _, q := range s.queues {
+		if q != nil && q.n > 0 {
+			s.flush(q)
+		}
+	}
+}
+
+// flush writes q's datagrams, as few system calls as the kernel allows,
+// and accounts for each: a datagram is sent only once the kernel took it.
+// One the socket refuses is counted in Stats.SendErrors; if it carried new
+// readings, they are new again, to be sent on the device's next turn.
+func (s *sender) flush(q *sendQueue) {
+	g := s.g
+	var datagrams, readings, resent, failed uint64
+	done := func(o *queued) {
+		datagrams++
+		s.progress = true
+		if !o.fresh {
+			resent += o.hi - o.lo + 1
+			return
+		}
+		o.d.sent.Store(o.hi)
+		readings += o.hi - o.lo + 1
+		s.outstanding = true
+	}
+	ms, out := q.msgs[:q.n], q.out[:q.n]
+	for len(ms) > 0 {
+		n, err := q.conn.WriteBatch(ms, 0)
+		n = min(max(n, 0), len(ms))
+		for i := range out[:n] {
+			done(&out[i])
+		}
+		ms, out = ms[n:], out[n:]
+		if err == nil && n > 0 {
+			continue
+		}
+		// The first datagram left failed (or, with no error, nothing was
+		// written, which does not happen: count it failed rather than
+		// loop).
+		if len(ms) == 0 {
+			break
+		}
+		failed++
+		if o := &out[0]; o.fresh {
+			k := int64(o.hi - o.lo + 1)
+			s.issued -= k
+			if s.count >= 0 {
+				s.count += k
+			}
+		}
+		ms, out = ms[1:], out[1:]
+	}
+	g.stats.Datagrams.Add(datagrams)
+	g.stats.Readings.Add(readings)
+	g.stats.Resent.Add(resent)
+	g.stats.SendErrors.Add(failed)
+	clear(q.out[:q.n]) // the devices
+	q.n = 0
 }

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package loadgen
+
+func contextSwitches() int64 { return 0 }
