@@ -142,6 +142,11 @@ func generateReadings(ctx context.Context, path string, devices, total int, prog
 		SELECT device_id, seq, 'relay-1', received, -70 - seq % 30, 7.5 FROM readings ORDER BY device_id, seq`); err != nil {
 		return q, err
 	}
+	// The readings' ID spans, which the store keeps as it appends and
+	// finds a device's time range with.
+	if err := sqlite.BuildReadingSpans(ctx, db); err != nil {
+		return q, err
+	}
 	// Leave the file as the server expects it: WAL, statistics fresh.
 	for _, s := range []string{"PRAGMA journal_mode=WAL", "ANALYZE"} {
 		if _, err := db.ExecContext(ctx, s); err != nil {

@@ -145,7 +145,8 @@ func TestMigrationFKAtCommit(t *testing.T) {
 // TestMigrationReadingSpans: migration 00009 describes the readings
 // already stored in spans of 1,024 IDs (run_max the running maximum,
 // prev_max the span before's) and drops the (device_id, received) index;
-// its Down restores the index and drops the spans.
+// its Down restores the index and drops the spans. BuildReadingSpans
+// builds the same.
 func TestMigrationReadingSpans(t *testing.T) {
 	ctx := t.Context()
 	_, db, p := migrationProvider(t)
@@ -178,16 +179,28 @@ func TestMigrationReadingSpans(t *testing.T) {
 	if _, err := p.UpTo(ctx, 9); err != nil {
 		t.Fatal(err)
 	}
-	var spans string
-	if err := db.QueryRowContext(ctx, `SELECT group_concat(x, ' ') FROM (SELECT concat_ws(',', first_id, last_id,
-		min_recv, run_max, coalesce(prev_max, '-'), min_recv < prev_max - 1000) AS x FROM reading_spans ORDER BY first_id)`).Scan(&spans); err != nil {
-		t.Fatal(err)
+	spansOf := func() string {
+		t.Helper()
+		var spans string
+		if err := db.QueryRowContext(ctx, `SELECT group_concat(x, ' ') FROM (SELECT concat_ws(',', first_id, last_id,
+			min_recv, run_max, coalesce(prev_max, '-'), min_recv < prev_max - 1000) AS x FROM reading_spans ORDER BY first_id)`).Scan(&spans); err != nil {
+			t.Fatal(err)
+		}
+		return spans
 	}
+	spans := spansOf()
 	// IDs 1..1023 (id/1024 = 0), 1024..2047 (the late readings: a late
 	// span), 2048..2500.
 	want := "1,1023,10000,10230000,- 1024,2047,4200000,20470000,10230000,1 2048,2500,20480000,25000000,20470000,0"
 	if spans != want {
 		t.Fatalf("spans after Up:\n%s\nwant\n%s", spans, want)
+	}
+	// The store's own rebuild agrees with the migration.
+	if err := BuildReadingSpans(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if rebuilt := spansOf(); rebuilt != want {
+		t.Fatalf("spans rebuilt by BuildReadingSpans:\n%s\nwant\n%s", rebuilt, want)
 	}
 	if strings.Contains(indexes(), "readings_device_received") {
 		t.Fatalf("readings_device_received is still there: %s", indexes())

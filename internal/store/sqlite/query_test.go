@@ -342,6 +342,11 @@ func BenchmarkRangeQuery(b *testing.B) {
 		base.UnixMilli(), stepMs); err != nil {
 		b.Fatal(err)
 	}
+	// The readings were written around the store: their spans too, as
+	// the bench does.
+	if err := BuildReadingSpans(ctx, s.w); err != nil {
+		b.Fatal(err)
+	}
 	// Statistics as the bench leaves them, and the WAL copied now rather
 	// than by the checkpointer while queries are measured.
 	for _, q := range []string{"ANALYZE", "PRAGMA wal_checkpoint(TRUNCATE)"} {

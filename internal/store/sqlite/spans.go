@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/signet-io/signet/internal/store"
@@ -54,19 +57,36 @@ const newSpanSQL = `INSERT INTO reading_spans (first_id, last_id, min_recv, run_
 	SELECT ?1, ?2, ?3, max(?4, coalesce(p.run_max, ?4)), p.run_max
 	FROM (SELECT 1) LEFT JOIN (SELECT run_max FROM reading_spans ORDER BY first_id DESC LIMIT 1) AS p`
 
-// recordSpan files the readings an append inserted in the spans, in the
-// append's transaction.
+// recordSpan files the readings an append inserted in the
+// spans, in the append's transaction: a large append in several spans, so
+// that none covers much more than spanIDs IDs.
 func (s *Store) recordSpan(ctx context.Context, tx *sql.Tx, rs []store.Reading) error {
-	if len(rs) == 0 {
-		return nil
+	byID := func(a, b store.Reading) int { return cmp.Compare(a.ID, b.ID) }
+	if !slices.IsSortedFunc(rs, byID) { // not from insertReadings; but cheap to be sure
+		rs = slices.SortedFunc(slices.Values(rs), byID)
 	}
+	for len(rs) > 0 {
+		first := rs[0].ID
+		n := 1
+		for n < len(rs) && rs[n].ID-first < s.spanIDs {
+			n++
+		}
+		if err := s.recordOneSpan(ctx, tx, rs[:n]); err != nil {
+			return err
+		}
+		rs = rs[n:]
+	}
+	return nil
+}
+
+// recordOneSpan extends the last span with rs, or starts one.
+func (s *Store) recordOneSpan(ctx context.Context, tx *sql.Tx, rs []store.Reading) error {
 	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
-	first, last := int64(math.MaxInt64), int64(math.MinInt64)
 	for _, r := range rs {
 		ms := r.Received.UnixMilli()
 		lo, hi = min(lo, ms), max(hi, ms)
-		first, last = min(first, r.ID), max(last, r.ID)
 	}
+	first, last := rs[0].ID, rs[len(rs)-1].ID
 	res, err := tx.StmtContext(ctx, s.extendSpan).ExecContext(ctx, last, lo, hi, s.spanIDs)
 	if err != nil {
 		return err
@@ -113,4 +133,23 @@ func (s *Store) idRange(ctx context.Context, from, to int64) (lo, hi int64, err 
 		hi = late
 	}
 	return lo, hi, nil
+}
+
+// BuildReadingSpans describes every stored reading anew in spans of
+// spanIDs IDs, as migration 00009 does for the readings stored before it
+// (TestBuildReadingSpans checks they agree). It is for a file whose
+// readings were written around the store (the bench's bulk generator); db
+// must be the only connection writing to it.
+func BuildReadingSpans(ctx context.Context, db *sql.DB) error {
+	_, err := db.ExecContext(ctx, `DELETE FROM reading_spans;
+		INSERT INTO reading_spans (first_id, last_id, min_recv, run_max, prev_max)
+		SELECT first_id, last_id, min_recv, run_max, lag(run_max) OVER (ORDER BY first_id)
+		FROM (SELECT first_id, last_id, min_recv, max(max_recv) OVER (ORDER BY first_id) AS run_max
+			FROM (SELECT min(id) AS first_id, max(id) AS last_id, min(received) AS min_recv,
+					max(received) AS max_recv
+				FROM readings GROUP BY id / `+strconv.Itoa(spanIDs)+`))`)
+	if err != nil {
+		return fmt.Errorf("sqlite: reading spans: %w", err)
+	}
+	return nil
 }
