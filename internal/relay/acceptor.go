@@ -573,6 +573,7 @@ func (c *relayConn) write() {
 	w := bufio.NewWriterSize(c.tc, 16<<10)
 	var acked uint64
 	var ack []byte
+	pace := pacer{gap: flushGap}
 	defer func() {
 		// Release what is queued for a relay that is gone: its links may
 		// stay referenced (as a device's way back) for a while.
@@ -597,6 +598,7 @@ func (c *relayConn) write() {
 		case <-c.poke:
 			c.tc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		}
+		pace.wait(c.done)
 	more:
 		for {
 			select {
@@ -615,6 +617,7 @@ func (c *relayConn) write() {
 			c.close()
 			return
 		}
+		pace.flushed()
 	}
 }
 

@@ -649,7 +649,9 @@ func (c *upConn) write(ctx context.Context) error {
 	if err := sendHealth(); err != nil {
 		return err
 	}
+	pace := pacer{gap: flushGap}
 	for {
+		pace.wait(ctx.Done())
 		// Consume acks.
 		a := c.acked.Load()
 		if a-popped > uint64(len(queue)) {
@@ -685,6 +687,7 @@ func (c *upConn) write(ctx context.Context) error {
 		if err := w.Flush(); err != nil {
 			return err
 		}
+		pace.flushed()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
