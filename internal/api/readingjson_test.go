@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -72,6 +73,41 @@ func TestReadingJSONMatches(t *testing.T) {
 	}
 	if fast == 0 {
 		t.Fatal("no case took the direct path")
+	}
+}
+
+// TestReadingsPageMatches: a page of readings is what encoding/json's
+// Encoder wrote for readingsPage, newline included; a reading it cannot
+// encode is an error, not a truncated page.
+func TestReadingsPageMatches(t *testing.T) {
+	var rs []store.Reading
+	for i := range 20 {
+		rs = append(rs, readingJSONCase(int64(i+1), uint64(i), float64(i)/3, float32(i), "n", "relay-"+strconv.Itoa(i),
+			1_700_000_000_000+int64(i), []byte{byte(i)}, i%7 == 6))
+	}
+	for _, c := range []struct {
+		rs   []store.Reading
+		next string
+	}{{nil, ""}, {rs[:1], ""}, {rs, "abc-_Z"}, {rs, "<&>"}} {
+		page := readingsPage{Readings: make([]readingJSON, 0, len(c.rs)), NextCursor: c.next}
+		for _, r := range c.rs {
+			page.Readings = append(page.Readings, newReadingJSON(r))
+		}
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(page); err != nil {
+			t.Fatal(err)
+		}
+		got, err := appendReadingsPage(nil, c.rs, c.next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("page of %d, cursor %q:\n got %s\nwant %s", len(c.rs), c.next, got, want.Bytes())
+		}
+	}
+	bad := append(rs[:2:2], readingJSONCase(99, 1, math.NaN(), 0, "n", "r", 0, nil, false))
+	if _, err := appendReadingsPage(nil, bad, ""); err == nil {
+		t.Fatal("a page with a NaN value was encoded")
 	}
 }
 

@@ -45,16 +45,19 @@ func (a *API) readings(w http.ResponseWriter, r *http.Request, q store.ReadingQu
 	if err != nil {
 		return fmt.Errorf("query readings: %w", err)
 	}
-	page := readingsPage{Readings: make([]readingJSON, 0, len(rs))}
-	for _, rd := range rs {
-		page.Readings = append(page.Readings, newReadingJSON(rd))
-	}
 	// A full page may be followed by more; the page after the last full one
 	// is empty and has no cursor.
+	var next string
 	if len(rs) == q.Limit {
-		page.NextCursor = encodeCursor(rs[len(rs)-1].ID)
+		next = encodeCursor(rs[len(rs)-1].ID)
 	}
-	writeJSON(w, http.StatusOK, page)
+	body, err := appendReadingsPage(nil, rs, next)
+	if err != nil {
+		return fmt.Errorf("encode readings: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 	return nil
 }
 
