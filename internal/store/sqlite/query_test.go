@@ -127,19 +127,12 @@ func TestRangeQueryPlans(t *testing.T) {
 	}
 	// A device's range: the ID bounds from the spans, each one index
 	// descent, then a walk between them in the device's ID index.
-	for _, q := range []string{
-		`SELECT last_id FROM reading_spans INDEXED BY reading_spans_run_max
-			WHERE run_max < ? ORDER BY run_max DESC, first_id DESC LIMIT 1`,
-		`SELECT first_id, last_id FROM reading_spans INDEXED BY reading_spans_run_max
-			WHERE run_max >= ? ORDER BY run_max, first_id LIMIT 1`,
-	} {
+	for _, q := range []string{spanBeforeSQL, spanPastSQL} {
 		got := plan(q, []any{from.UnixMilli()})
 		has("span bound", got, "USING INDEX reading_spans_run_max (run_max")
 		lacks("span bound", got, "TEMP B-TREE", "SCAN")
 	}
-	got := plan(`SELECT last_id FROM reading_spans INDEXED BY reading_spans_late
-		WHERE min_recv < prev_max - `+strconv.Itoa(spanSlackMillis)+` AND min_recv < ? AND first_id > ?
-		ORDER BY first_id DESC LIMIT 1`, []any{to.UnixMilli(), 5})
+	got := plan(lateSpanSQL, []any{to.UnixMilli(), 5})
 	has("late spans", got, "USING INDEX reading_spans_late (first_id>?)")
 	lacks("late spans", got, "TEMP B-TREE")
 	rq, _ := newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from, To: to})

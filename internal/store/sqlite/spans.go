@@ -98,13 +98,26 @@ func (s *Store) recordOneSpan(ctx context.Context, tx *sql.Tx, rs []store.Readin
 	return err
 }
 
+// The queries of idRange: the last span with run_max below a time, the
+// first with run_max at or above one, and the last late span after an ID
+// with a reading before a time.
+const (
+	spanBeforeSQL = `SELECT last_id FROM reading_spans INDEXED BY reading_spans_run_max
+		WHERE run_max < ? ORDER BY run_max DESC, first_id DESC LIMIT 1`
+	spanPastSQL = `SELECT first_id, last_id FROM reading_spans INDEXED BY reading_spans_run_max
+		WHERE run_max >= ? ORDER BY run_max, first_id LIMIT 1`
+)
+
+var lateSpanSQL = `SELECT last_id FROM reading_spans INDEXED BY reading_spans_late
+	WHERE min_recv < prev_max - ` + strconv.Itoa(spanSlackMillis) + ` AND min_recv < ? AND first_id > ?
+	ORDER BY first_id DESC LIMIT 1`
+
 // idRange is the range of IDs (lo, hi] that holds every reading received
 // in [from, to) (math.MinInt64 and math.MaxInt64 for an open end); hi 0
 // means no upper bound.
 func (s *Store) idRange(ctx context.Context, from, to int64) (lo, hi int64, err error) {
 	if from != math.MinInt64 {
-		err := s.scanRow(ctx, `SELECT last_id FROM reading_spans INDEXED BY reading_spans_run_max
-			WHERE run_max < ? ORDER BY run_max DESC, first_id DESC LIMIT 1`, []any{from}, &lo)
+		err := s.scanRow(ctx, spanBeforeSQL, []any{from}, &lo)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return 0, 0, err
 		}
@@ -113,8 +126,7 @@ func (s *Store) idRange(ctx context.Context, from, to int64) (lo, hi int64, err 
 		return lo, 0, nil
 	}
 	var first int64
-	err = s.scanRow(ctx, `SELECT first_id, last_id FROM reading_spans INDEXED BY reading_spans_run_max
-		WHERE run_max >= ? ORDER BY run_max, first_id LIMIT 1`, []any{to + spanSlackMillis}, &first, &hi)
+	err = s.scanRow(ctx, spanPastSQL, []any{to + spanSlackMillis}, &first, &hi)
 	if errors.Is(err, sql.ErrNoRows) {
 		return lo, 0, nil // no span is past the range yet
 	}
@@ -122,9 +134,7 @@ func (s *Store) idRange(ctx context.Context, from, to int64) (lo, hi int64, err 
 		return 0, 0, err
 	}
 	var late int64
-	err = s.scanRow(ctx, `SELECT last_id FROM reading_spans INDEXED BY reading_spans_late
-		WHERE min_recv < prev_max - `+strconv.Itoa(spanSlackMillis)+` AND min_recv < ? AND first_id > ?
-		ORDER BY first_id DESC LIMIT 1`, []any{to, first}, &late)
+	err = s.scanRow(ctx, lateSpanSQL, []any{to, first}, &late)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
