@@ -73,12 +73,19 @@ func (s *sink) checkExactlyOnce(t *testing.T, g *loadgen.Generator) uint64 {
 	return total
 }
 
-// startIngest runs an ingest server on a loopback UDP port.
+// startIngest runs an ingest server on a loopback UDP port, delivering to s.
 func startIngest(t *testing.T, cfg ingest.Config, s *sink) (*ingest.Server, string) {
 	t.Helper()
 	s.seen = map[wire.PublicKey]map[uint64]int{}
-	cfg.Key, _ = wire.GenerateKey(nil)
 	cfg.Deliver = s.deliver
+	return serveIngest(t, cfg)
+}
+
+// serveIngest runs an ingest server with a new key on a loopback UDP port
+// until the test ends.
+func serveIngest(t *testing.T, cfg ingest.Config) (*ingest.Server, string) {
+	t.Helper()
+	cfg.Key, _ = wire.GenerateKey(nil)
 	srv, err := ingest.New(cfg)
 	if err != nil {
 		t.Fatal(err)

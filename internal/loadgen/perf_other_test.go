@@ -1,5 +1,5 @@
 //go:build !unix
 
-package loadgen
+package loadgen_test
 
 func contextSwitches() int64 { return 0 }

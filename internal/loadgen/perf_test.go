@@ -1,4 +1,4 @@
-package loadgen
+package loadgen_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/signet-io/signet/internal/ingest"
+	"github.com/signet-io/signet/internal/loadgen"
 	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/wire"
 )
@@ -78,7 +79,7 @@ func BenchmarkRunCPU(b *testing.B) {
 
 func benchmarkRunCPU(b *testing.B, r float64) {
 	sink := startSinkProcess(b)
-	g, err := New(Config{
+	g, err := loadgen.New(loadgen.Config{
 		Target: sink.addr, ServerKey: sink.key, Devices: 1000, Register: sink.register,
 		Rate: r, Count: int64(b.N), HandshakeRate: 20000,
 	})
@@ -172,21 +173,10 @@ func TestSinkProcess(t *testing.T) {
 	if os.Getenv("LOADGEN_SINK_PROCESS") == "" {
 		t.Skip("the child process of BenchmarkRunCPU")
 	}
-	key, _ := wire.GenerateKey(nil)
-	srv, err := ingest.New(ingest.Config{Key: key, HandshakeRate: 1e6, DeviceRate: 1e6,
+	srv, addr := serveIngest(t, ingest.Config{HandshakeRate: 1e6, DeviceRate: 1e6,
 		Deliver: func(context.Context, ingest.Event) error { return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = srv.ServeUDP(ctx, uc) }()
 	pub := srv.PublicKey()
-	fmt.Printf("%s %x\n", uc.LocalAddr(), pub[:])
+	fmt.Printf("%s %x\n", addr, pub[:])
 	in := bufio.NewReader(os.Stdin)
 	var id int64
 	for {
