@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 
+	"github.com/signet-io/signet/internal/udpbatch"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -122,7 +122,7 @@ var (
 // readUDP is ServeUDP's reader: it hands each datagram to the worker its
 // source maps to, until the socket is closed.
 func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan *udpHandOver) error {
-	bc := newBatchConn(conn)
+	bc := udpbatch.New(conn)
 	seed := maphash.MakeSeed()
 	msgs := make([]ipv4.Message, udpBatch)
 	bufs := make([]*[wire.MaxDatagramSize + 1]byte, udpBatch)
@@ -178,21 +178,6 @@ func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan 
 			}
 		}
 	}
-}
-
-// batchConn reads (and writes) several datagrams per system call.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-// newBatchConn wraps conn for batched I/O with the x/net package of its
-// address family (the message type is the same for both).
-func newBatchConn(conn *net.UDPConn) batchConn {
-	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
-		return ipv6.NewPacketConn(conn)
-	}
-	return ipv4.NewPacketConn(conn)
 }
 
 type tcpLink struct {

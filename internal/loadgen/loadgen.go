@@ -35,9 +35,9 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/time/rate"
 
+	"github.com/signet-io/signet/internal/udpbatch"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -178,7 +178,7 @@ type Generator struct {
 	target  netip.AddrPort
 	to      *net.UDPAddr // target, as batched writes take it
 	conns   []*net.UDPConn
-	batch   []batchConn // conns[i] for batched reads and writes
+	batch   []udpbatch.Conn // conns[i] for batched reads and writes
 	devs    []*device
 	base    uint32 // device i uses session index base+i
 	epochMs int64  // device time of sequence 0
@@ -303,7 +303,7 @@ func New(cfg Config) (*Generator, error) {
 		_ = c.SetReadBuffer(4 << 20)
 		_ = c.SetWriteBuffer(4 << 20)
 		g.conns = append(g.conns, c)
-		g.batch = append(g.batch, newBatchConn(c))
+		g.batch = append(g.batch, udpbatch.New(c))
 	}
 	for _, c := range g.batch {
 		g.wg.Add(1)
@@ -447,21 +447,6 @@ func (g *Generator) initiateLocked(dst []byte, d *device, now time.Time) ([]byte
 	return dg, nil
 }
 
-// batchConn reads and writes several datagrams per system call.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-// newBatchConn wraps c with the x/net package of its address family (the
-// message type is the same for both).
-func newBatchConn(c *net.UDPConn) batchConn {
-	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
-		return ipv6.NewPacketConn(c)
-	}
-	return ipv4.NewPacketConn(c)
-}
-
 // send sends one handshake datagram; readings go out in batches (sender.flush).
 func (g *Generator) send(d *device, dg []byte) bool {
 	if _, err := g.conns[d.sock].WriteToUDPAddrPort(dg, g.target); err != nil {
@@ -480,7 +465,7 @@ func poke(c chan struct{}) {
 
 // receive handles what comes back on one socket: handshake responses,
 // cookie replies and acknowledgements.
-func (g *Generator) receive(c batchConn) {
+func (g *Generator) receive(c udpbatch.Conn) {
 	const size = wire.MaxDatagramSize + 1
 	buf := make([]byte, recvBatch*size)
 	msgs := make([]ipv4.Message, recvBatch)
@@ -701,7 +686,7 @@ type sender struct {
 // sendQueue is a sender's datagrams for one socket, not yet written:
 // msgs[:n] and out[:n].
 type sendQueue struct {
-	conn batchConn
+	conn udpbatch.Conn
 	n    int
 	msgs [sendBatch]ipv4.Message
 	out  [sendBatch]queued

@@ -29,6 +29,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,9 +43,9 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 
 	"github.com/signet-io/signet/internal/pki"
+	"github.com/signet-io/signet/internal/udpbatch"
 	"github.com/signet-io/signet/internal/wire"
 )
 
@@ -315,10 +316,7 @@ const udpBatch = 32
 // batches, so a burst costs one system call to read and one to buffer
 // instead of two per datagram.
 func (r *Relay) readDevices(ctx context.Context) error {
-	var bc batchReader = ipv4.NewPacketConn(r.udp)
-	if a, ok := r.udp.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
-		bc = ipv6.NewPacketConn(r.udp)
-	}
+	bc := udpbatch.New(r.udp)
 	msgs := make([]ipv4.Message, udpBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, wire.MaxDatagramSize+1)}
@@ -368,11 +366,6 @@ func (r *Relay) readDevices(ctx context.Context) error {
 			r.spoolError(err, len(frames)-done, now, &lastErrLog)
 		}
 	}
-}
-
-// batchReader reads several datagrams per system call.
-type batchReader interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 // spoolError counts lost uplinks that could not be buffered, and logs it at
@@ -530,10 +523,19 @@ func (c *upConn) run(ctx context.Context) (bool, error) {
 
 // read handles the server's frames: downlinks go to devices, acks to the
 // writer.
+//
+// The downlinks of frames that arrived together (acknowledgements of one
+// commit, mostly) go to the devices with one system call: they are sent
+// before the reader waits for more.
 func (c *upConn) read() {
 	r := c.r
-	fr := NewFrameReader(bufio.NewReaderSize(c.tc, 16<<10))
+	br := bufio.NewReaderSize(c.tc, 16<<10)
+	fr := NewFrameReader(br)
+	out := r.newDownlinks()
 	for {
+		if !frameBuffered(br) {
+			out.flush()
+		}
 		typ, body, err := fr.Next()
 		if err != nil {
 			c.readDone <- err
@@ -546,7 +548,7 @@ func (c *upConn) read() {
 				c.readDone <- err
 				return
 			}
-			r.downlink(dl)
+			out.add(dl)
 		case FrameAck:
 			n, err := ParseAck(body)
 			if err == nil && n < c.acked.Load() {
@@ -586,21 +588,79 @@ func (c *upConn) read() {
 	}
 }
 
-// downlink sends a datagram from the server to the device behind its
-// handle, if this relay issued the handle and the datagram is one a server
-// sends.
-func (r *Relay) downlink(dl Downlink) {
-	addr, ok := r.handles.decode(dl.Handle)
+// frameBuffered reports whether br holds a whole frame, which reading it
+// will not wait for.
+func frameBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < FrameHeaderSize {
+		return false
+	}
+	hdr, _ := br.Peek(FrameHeaderSize)
+	return uint64(br.Buffered()) >= FrameHeaderSize+uint64(binary.BigEndian.Uint32(hdr))
+}
+
+// downlinks gathers datagrams from the server for devices, to send them
+// in one system call (sendmmsg on Linux, one call each elsewhere).
+type downlinks struct {
+	r     *Relay
+	conn  udpbatch.Conn
+	msgs  []ipv4.Message
+	addrs []net.UDPAddr // msgs[i].Addr is &addrs[i]
+	n     int
+}
+
+func (r *Relay) newDownlinks() *downlinks {
+	d := &downlinks{r: r, conn: udpbatch.New(r.udp), msgs: make([]ipv4.Message, udpBatch), addrs: make([]net.UDPAddr, udpBatch)}
+	for i := range d.msgs {
+		d.msgs[i].Buffers = [][]byte{make([]byte, 0, wire.MaxDatagramSize)}
+		d.msgs[i].Addr = &d.addrs[i]
+	}
+	return d
+}
+
+// add queues a datagram from the server for the device behind its
+// handle, if this relay issued the handle and the datagram is one a
+// server sends; the datagram is copied. A full batch is sent at once.
+func (d *downlinks) add(dl Downlink) {
+	addr, ok := d.r.handles.decode(dl.Handle)
 	h, hok := wire.ParseHeader(dl.Datagram)
-	if !ok || !hok || (h.Type != wire.TypeResponse && h.Type != wire.TypeCookieReply && h.Type != wire.TypeTransport) {
-		r.stats.DownlinkDrops.Add(1)
+	if !ok || !hok || len(dl.Datagram) > wire.MaxDatagramSize ||
+		(h.Type != wire.TypeResponse && h.Type != wire.TypeCookieReply && h.Type != wire.TypeTransport) {
+		d.r.stats.DownlinkDrops.Add(1)
 		return
 	}
-	if _, err := r.udp.WriteToUDPAddrPort(dl.Datagram, addr); err != nil {
-		r.stats.DownlinkDrops.Add(1)
-		return
+	m := &d.msgs[d.n]
+	m.Buffers[0] = append(m.Buffers[0][:0], dl.Datagram...)
+	ua := &d.addrs[d.n]
+	ip := addr.Addr().Unmap()
+	if ip.Is4() {
+		a := ip.As4()
+		ua.IP = append(ua.IP[:0], a[:]...)
+	} else {
+		a := ip.As16()
+		ua.IP = append(ua.IP[:0], a[:]...)
 	}
-	r.stats.Downlinks.Add(1)
+	ua.Port, ua.Zone = int(addr.Port()), ip.Zone()
+	d.n++
+	if d.n == len(d.msgs) {
+		d.flush()
+	}
+}
+
+// flush sends what add queued. A datagram the system refuses is counted
+// as dropped and the rest are still sent.
+func (d *downlinks) flush() {
+	for sent := 0; sent < d.n; {
+		k, err := d.conn.WriteBatch(d.msgs[sent:d.n], 0)
+		k = max(k, 0) // -1 with the error of the first datagram
+		sent += k
+		if err != nil || k == 0 {
+			d.r.stats.DownlinkDrops.Add(1)
+			sent++ // the datagram refused
+			continue
+		}
+		d.r.stats.Downlinks.Add(uint64(k))
+	}
+	d.n = 0
 }
 
 // write sends health and buffered uplinks, oldest first, keeping at most

@@ -29,7 +29,12 @@ type Feed interface {
 // devices are acknowledged only then.
 //
 //	ingest.Deliver → queue → batcher → JetStream → consumer → store (one
-//	transaction per fetch) → feed (SSE) and ingest.Settle (ACK)
+//	transaction per fetch) → after → feed (SSE) and ingest.Settle (ACK)
+//
+// What follows a commit (the live stream, the devices' acknowledgements)
+// runs on a goroutine of its own, in commit order, so the store writer
+// starts its next transaction at once: at a moderate rate a commit is a
+// few milliseconds and what follows it about a tenth of that again.
 type pipeline struct {
 	bus    *bus.Bus
 	store  store.Store
@@ -39,11 +44,26 @@ type pipeline struct {
 	status *statusTracker
 
 	queue chan queued
+	// after carries committed appends to the goroutine that feeds the
+	// live stream and acknowledges the devices.
+	after chan committed
 	// MaxBatch bounds the readings in one bus message; FlushEvery bounds
 	// how long a reading waits for companions.
 	maxBatch   int
 	flushEvery time.Duration
 }
+
+// committed is one committed append: the readings newly stored, and
+// every reading of the append (duplicates the store skipped included),
+// which the devices are sent acknowledgements for.
+type committed struct {
+	inserted, all []store.Reading
+}
+
+// afterQueue bounds the commits waiting for their acknowledgements: past
+// it the store writer waits, so a slow feed slows ingest rather than
+// growing without end.
+const afterQueue = 64
 
 type queued struct {
 	readings []store.Reading
@@ -54,6 +74,7 @@ func newPipeline(b *bus.Bus, st store.Store, in *ingest.Server, feed Feed, statu
 	return &pipeline{
 		bus: b, store: st, ingest: in, feed: feed, status: status, log: log,
 		queue:      make(chan queued, 8192),
+		after:      make(chan committed, afterQueue),
 		maxBatch:   2000,
 		flushEvery: 2 * time.Millisecond,
 	}
@@ -109,9 +130,18 @@ func (p *pipeline) run(ctx context.Context) {
 	wctx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		for c := range p.after {
+			p.settleCommitted(c)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		// The writer is the only sender on after: once it returns,
+		// what it committed is acknowledged and the stage ends.
+		defer close(p.after)
 		if err := p.bus.Consume(wctx, 64, p.write); err != nil {
 			p.log.Error("store writer stopped", "err", err)
 		}
@@ -229,8 +259,8 @@ func (p *pipeline) write(ctx context.Context, batches []*store.Append) error {
 	return p.commit(ctx, all)
 }
 
-// commit stores one append, then feeds the live stream and acknowledges
-// the devices.
+// commit stores one append and hands it to the stage that feeds the live
+// stream and acknowledges the devices.
 func (p *pipeline) commit(ctx context.Context, all store.Append) error {
 	if len(all.Readings)+len(all.Hearings) == 0 {
 		return nil
@@ -239,12 +269,19 @@ func (p *pipeline) commit(ctx context.Context, all store.Append) error {
 	if err != nil {
 		return err
 	}
-	if len(inserted) > 0 && p.feed != nil {
-		p.feed.Publish(inserted)
-	}
-	// Duplicates the store skipped are stored too: acknowledge them all.
-	p.settle(all.Readings, true)
+	// Duplicates the store skipped are stored too: they are acknowledged
+	// with the rest.
+	p.after <- committed{inserted: inserted, all: all.Readings}
 	return nil
+}
+
+// settleCommitted feeds the live stream with the newly stored readings of
+// one commit and acknowledges every reading of it to the devices.
+func (p *pipeline) settleCommitted(c committed) {
+	if len(c.inserted) > 0 && p.feed != nil {
+		p.feed.Publish(c.inserted)
+	}
+	p.settle(c.all, true)
 }
 
 // settle reports readings to ingest grouped by device.
