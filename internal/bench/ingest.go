@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
+	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/store"
 )
 
@@ -25,13 +27,19 @@ type ingestResult struct {
 	elapsed time.Duration // from the first reading sent to the last stored
 	rate    float64       // stored readings per second over elapsed
 	steady  float64       // stored per second over the second half of the generation
-	durable percentiles   // relay receive → published after commit
-	sse     percentiles   // relay receive → SSE client
-	sseN    int64
-	sseDups int64
-	cuts    int64 // times the hub cut the latency subscriber
-	check   deviceCheck
-	gen     lgResult
+	// The machine over the same half: the share of its CPU time that was
+	// busy (every process, the kernel's included) and busy CPU time per
+	// reading stored; and the CPU time of this process (server, relays,
+	// SSE client) per reading stored.
+	cpuShare                      float64
+	cpuPerReading, procPerReading time.Duration
+	durable                       percentiles // relay receive → published after commit
+	sse                           percentiles // relay receive → SSE client
+	sseN                          int64
+	sseDups                       int64
+	cuts                          int64 // times the hub cut the latency subscriber
+	check                         deviceCheck
+	gen                           lgResult
 }
 
 // ingestRun runs the server with relays relays and the load generator
@@ -69,14 +77,26 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	}
 	start := time.Now()
 	half, end := start.Add(r.cfg.Duration/2), start.Add(r.cfg.Duration)
-	steady := make(chan float64, 1)
+	steady := make(chan struct{})
 	go func() {
-		// Two store counts, at half time and at the end of generation.
+		defer close(steady)
+		// Two store counts, at half time and at the end of generation,
+		// and how busy the machine was in between.
 		sleepUntil(ctx, half)
 		c1, _ := sys.count(ctx)
+		m1, ok1 := procstat.MachineCPU()
+		p1 := procstat.CPUTime()
 		sleepUntil(ctx, end)
 		c2, _ := sys.count(ctx)
-		steady <- float64(c2-c1) / end.Sub(half).Seconds()
+		m2, ok2 := procstat.MachineCPU()
+		p2 := procstat.CPUTime()
+		res.steady = float64(c2-c1) / end.Sub(half).Seconds()
+		if ok1 && ok2 && c2 > c1 {
+			var busy time.Duration
+			res.cpuShare, busy = m2.Since(m1)
+			res.cpuPerReading = busy / time.Duration(c2-c1)
+			res.procPerReading = (p2 - p1) / time.Duration(c2-c1)
+		}
 	}()
 	r.prog.setLive(r.scenario, label+": sending", func() string {
 		return fmt.Sprintf("(%d readings sent, %d delivered to the hub)", fp.sent(), hub.n.Load())
@@ -95,7 +115,7 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 		r.log.Warn("not every reading stored", "stored", stored, "sent", want)
 	}
 	res.elapsed = time.Since(start)
-	res.steady = <-steady
+	<-steady
 	res.stored, _ = sys.count(ctx)
 	res.rate = float64(res.stored) / res.elapsed.Seconds()
 	if res.check, err = sys.checkDevices(ctx, fp.ids, sent); err != nil {
@@ -203,6 +223,7 @@ func (r *run) ingest(ctx context.Context) error {
 		}
 		r.figure(Figure{Name: fmt.Sprintf("steady stored uplinks, %d relay(s)", n), Value: res.steady / float64(batch), Unit: unit,
 			Note: "store count over the second half of the generation"})
+		r.cpuFigures(fmt.Sprintf("full speed, %d relay(s)", n), res)
 		r.latencyFigures(fmt.Sprintf("full speed, %d relay(s)", n), "relay receive → durable", res.durable,
 			fmt.Sprintf("mostly queueing: every device keeps its window of readings in flight; the live hub cut the sampling subscriber %d times (a commit bigger than its buffer), readings meanwhile have no sample", res.cuts))
 		r.check(fmt.Sprintf("exactly once, %d relay(s)", n), res.check.ok(), "%v; %d resent by devices", res.check, res.gen.Resent)
@@ -222,6 +243,7 @@ func (r *run) ingest(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		r.cpuFigures(label, res)
 		r.latencyFigures(label, "relay receive → durable", res.durable, "")
 		r.latencyFigures(label, "relay receive → SSE client", res.sse, "")
 		if res.sse.n > 0 {
@@ -235,6 +257,20 @@ func (r *run) ingest(ctx context.Context) error {
 			"%d events for %d stored readings, %d duplicates", res.sseN, res.stored, res.sseDups)
 	}
 	return nil
+}
+
+// cpuFigures reports how busy the whole machine was while a run stored
+// readings (its second half), and its CPU time per reading stored: at
+// half the peak, what is left of the machine for the queues to drain.
+func (r *run) cpuFigures(cond string, res ingestResult) {
+	if res.cpuPerReading == 0 {
+		return // no /proc/stat
+	}
+	r.figure(Figure{Name: "machine CPU busy, " + cond, Value: 100 * res.cpuShare, Unit: "%",
+		Note: fmt.Sprintf("every process on the machine (server, relays, load generators, the kernel's network work) over the second half of the run, on %d CPUs", runtime.NumCPU())})
+	r.figure(Figure{Name: "machine CPU per stored reading, " + cond, Value: float64(res.cpuPerReading) / float64(time.Microsecond), Unit: "µs",
+		Note: fmt.Sprintf("%.1f µs of it in the bench process (server, relays, SSE client), the rest in the load generators and the kernel's work for them",
+			float64(res.procPerReading)/float64(time.Microsecond))})
 }
 
 func (r *run) latencyFigures(cond, what string, p percentiles, note string) {
