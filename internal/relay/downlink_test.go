@@ -24,15 +24,7 @@ func newIdleRelay(t testing.TB, listen string) *Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	is, err := ca.IssueRelay("gw-1", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := is.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(Config{Listen: listen, Server: "127.0.0.1:1", Certificate: cert, CAs: ca.Pool(),
+	r, err := New(Config{Listen: listen, Server: "127.0.0.1:1", Certificate: relayCert(t, ca, "gw-1"), CAs: ca.Pool(),
 		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

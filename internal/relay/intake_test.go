@@ -23,15 +23,7 @@ func BenchmarkRelayIntake(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	is, err := ca.IssueRelay("bench", nil, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, err := is.TLSCertificate()
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := New(Config{Listen: "127.0.0.1:0", Server: "127.0.0.1:1", Certificate: cert, CAs: ca.Pool(),
+	r, err := New(Config{Listen: "127.0.0.1:0", Server: "127.0.0.1:1", Certificate: relayCert(b, ca, "bench"), CAs: ca.Pool(),
 		DataDir: b.TempDir(), BufferMax: max(b.N, 1000), MinBackoff: time.Second, MaxBackoff: time.Second,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

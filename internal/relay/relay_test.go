@@ -137,7 +137,7 @@ func newCA(t *testing.T) *pki.CA {
 	return ca
 }
 
-func relayCert(t *testing.T, ca *pki.CA, id string) tls.Certificate {
+func relayCert(t testing.TB, ca *pki.CA, id string) tls.Certificate {
 	t.Helper()
 	is, err := ca.IssueRelay(id, nil, time.Hour)
 	if err != nil {
