@@ -532,6 +532,8 @@ func (c *upConn) read() {
 	br := bufio.NewReaderSize(c.tc, 16<<10)
 	fr := NewFrameReader(br)
 	out := r.newDownlinks()
+	// Downlinks gathered before a bad frame still go out.
+	defer out.flush()
 	for {
 		if !frameBuffered(br) {
 			out.flush()
@@ -619,12 +621,12 @@ func (r *Relay) newDownlinks() *downlinks {
 
 // add queues a datagram from the server for the device behind its
 // handle, if this relay issued the handle and the datagram is one a
-// server sends; the datagram is copied. A full batch is sent at once.
+// server sends; the datagram (at most wire.MaxDatagramSize, as
+// ParseDownlink checks) is copied. A full batch is sent at once.
 func (d *downlinks) add(dl Downlink) {
 	addr, ok := d.r.handles.decode(dl.Handle)
 	h, hok := wire.ParseHeader(dl.Datagram)
-	if !ok || !hok || len(dl.Datagram) > wire.MaxDatagramSize ||
-		(h.Type != wire.TypeResponse && h.Type != wire.TypeCookieReply && h.Type != wire.TypeTransport) {
+	if !ok || !hok || (h.Type != wire.TypeResponse && h.Type != wire.TypeCookieReply && h.Type != wire.TypeTransport) {
 		d.r.stats.DownlinkDrops.Add(1)
 		return
 	}
