@@ -77,11 +77,16 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	}
 	start := time.Now()
 	half, end := start.Add(r.cfg.Duration/2), start.Add(r.cfg.Duration)
-	steady := make(chan struct{})
+	// Two store counts, at half time and at the end of generation, and
+	// how busy the machine was in between. The channel is buffered: an
+	// early return leaves nothing blocked and nothing shared.
+	type secondHalf struct {
+		steady, cpuShare              float64
+		cpuPerReading, procPerReading time.Duration
+	}
+	second := make(chan secondHalf, 1)
 	go func() {
-		defer close(steady)
-		// Two store counts, at half time and at the end of generation,
-		// and how busy the machine was in between.
+		var h secondHalf
 		sleepUntil(ctx, half)
 		c1, _ := sys.count(ctx)
 		m1, ok1 := procstat.MachineCPU()
@@ -90,13 +95,14 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 		c2, _ := sys.count(ctx)
 		m2, ok2 := procstat.MachineCPU()
 		p2 := procstat.CPUTime()
-		res.steady = float64(c2-c1) / end.Sub(half).Seconds()
+		h.steady = float64(c2-c1) / end.Sub(half).Seconds()
 		if ok1 && ok2 && c2 > c1 {
 			var busy time.Duration
-			res.cpuShare, busy = m2.Since(m1)
-			res.cpuPerReading = busy / time.Duration(c2-c1)
-			res.procPerReading = (p2 - p1) / time.Duration(c2-c1)
+			h.cpuShare, busy = m2.Since(m1)
+			h.cpuPerReading = busy / time.Duration(c2-c1)
+			h.procPerReading = (p2 - p1) / time.Duration(c2-c1)
 		}
+		second <- h
 	}()
 	r.prog.setLive(r.scenario, label+": sending", func() string {
 		return fmt.Sprintf("(%d readings sent, %d delivered to the hub)", fp.sent(), hub.n.Load())
@@ -115,7 +121,8 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 		r.log.Warn("not every reading stored", "stored", stored, "sent", want)
 	}
 	res.elapsed = time.Since(start)
-	<-steady
+	h := <-second
+	res.steady, res.cpuShare, res.cpuPerReading, res.procPerReading = h.steady, h.cpuShare, h.cpuPerReading, h.procPerReading
 	res.stored, _ = sys.count(ctx)
 	res.rate = float64(res.stored) / res.elapsed.Seconds()
 	if res.check, err = sys.checkDevices(ctx, fp.ids, sent); err != nil {
