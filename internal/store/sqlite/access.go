@@ -34,7 +34,7 @@ func (s *Store) CreateOrg(ctx context.Context, o store.Org) error {
 func (s *Store) Org(ctx context.Context, id string) (store.Org, error) {
 	var o store.Org
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT id, name, created FROM orgs WHERE id = ?`, id).Scan(&o.ID, &o.Name, &created)
+	err := s.queryRow(ctx, `SELECT id, name, created FROM orgs WHERE id = ?`, id).Scan(&o.ID, &o.Name, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, fmt.Errorf("sqlite: org %q: %w", id, store.ErrNotFound)
 	}
@@ -66,7 +66,7 @@ func (s *Store) Orgs(ctx context.Context) ([]store.Org, error) {
 
 func (s *Store) ProjectOrg(ctx context.Context, projectID string) (string, error) {
 	var org string
-	err := s.r.QueryRowContext(ctx, `SELECT org_id FROM projects WHERE id = ?`, projectID).Scan(&org)
+	err := s.queryRow(ctx, `SELECT org_id FROM projects WHERE id = ?`, projectID).Scan(&org)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("sqlite: project %q: %w", projectID, store.ErrNotFound)
 	}
@@ -192,7 +192,7 @@ func scanProjectAccess(sc scanner) (store.ProjectAccess, error) {
 
 func (s *Store) ProjectRole(ctx context.Context, p store.Principal, projectID string) (store.ProjectAccess, error) {
 	q, args := roles(p)
-	pa, err := scanProjectAccess(s.r.QueryRowContext(ctx, `SELECT p.id, p.name, p.created, p.org_id, a.role, a.staff
+	pa, err := scanProjectAccess(s.queryRow(ctx, `SELECT p.id, p.name, p.created, p.org_id, a.role, a.staff
 		FROM projects p JOIN (`+q+`) a ON a.project_id = p.id WHERE p.id = ?`, append(args, projectID)...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return pa, fmt.Errorf("sqlite: project %q: %w", projectID, store.ErrNotFound)
@@ -207,7 +207,7 @@ func (s *Store) DeviceRole(ctx context.Context, p store.Principal, id int64) (st
 	q, args := roles(p)
 	var d store.Device
 	var pa store.ProjectAccess
-	err := s.r.QueryRowContext(ctx, `SELECT d.project_id FROM devices d
+	err := s.queryRow(ctx, `SELECT d.project_id FROM devices d
 		JOIN (`+q+`) a ON a.project_id = d.project_id WHERE d.id = ?`, append(args, id)...).Scan(&d.ProjectID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, pa, fmt.Errorf("sqlite: device %d: %w", id, store.ErrNotFound)
@@ -289,7 +289,7 @@ func (s *Store) OrgAccess(ctx context.Context, p store.Principal, orgID string) 
 	case store.PrincipalOperator:
 		admin = orgID == store.DefaultOrg
 	case store.PrincipalUser:
-		err := s.r.QueryRowContext(ctx, `SELECT org_admin FROM users
+		err := s.queryRow(ctx, `SELECT org_admin FROM users
 			WHERE id = ? AND org_id = ? AND status = 'active' AND NOT staff`, p.ID, orgID).Scan(&admin)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return false, fmt.Errorf("sqlite: org access: %w", err)
@@ -298,7 +298,7 @@ func (s *Store) OrgAccess(ctx context.Context, p store.Principal, orgID string) 
 	if !admin {
 		q, args := access(p)
 		// A staff grant reaches one project, not the organisation.
-		err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM projects
+		err := s.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM projects
 			WHERE org_id = ? AND id IN (SELECT project_id FROM (`+q+`) WHERE staff = 0))`, append([]any{orgID}, args...)...).Scan(&member)
 		if err != nil {
 			return false, fmt.Errorf("sqlite: org access: %w", err)
@@ -314,7 +314,7 @@ func (s *Store) OrgAccess(ctx context.Context, p store.Principal, orgID string) 
 
 func (s *Store) DeviceRemoteAccess(ctx context.Context, id int64) (string, error) {
 	var mode string
-	err := s.r.QueryRowContext(ctx, `SELECT remote_access FROM devices WHERE id = ?`, id).Scan(&mode)
+	err := s.queryRow(ctx, `SELECT remote_access FROM devices WHERE id = ?`, id).Scan(&mode)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("sqlite: device %d: %w", id, store.ErrNotFound)
 	}
@@ -409,7 +409,7 @@ func scanUser(sc scanner) (store.User, error) {
 }
 
 func (s *Store) userWhere(ctx context.Context, what, where string, args ...any) (store.User, error) {
-	u, err := scanUser(s.r.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE `+where, args...))
+	u, err := scanUser(s.queryRow(ctx, `SELECT `+userCols+` FROM users WHERE `+where, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, fmt.Errorf("sqlite: user %s: %w", what, store.ErrNotFound)
 	}
@@ -671,7 +671,7 @@ func (s *Store) SessionByHash(ctx context.Context, hash []byte) (store.Session, 
 		created, lastSeen, expire int64
 		totpAt                    sql.NullInt64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT hash, user_id, created, last_seen, totp_at, expires FROM sessions
+	err := s.queryRow(ctx, `SELECT hash, user_id, created, last_seen, totp_at, expires FROM sessions
 		WHERE hash = ?`, hash).Scan(&ss.Hash, &ss.UserID, &created, &lastSeen, &totpAt, &expire)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ss, fmt.Errorf("sqlite: session: %w", store.ErrNotFound)
@@ -760,7 +760,7 @@ func scanService(sc scanner) (store.ServiceAccount, error) {
 }
 
 func (s *Store) serviceWhere(ctx context.Context, where string, args ...any) (store.ServiceAccount, error) {
-	a, err := scanService(s.r.QueryRowContext(ctx, `SELECT `+serviceCols+` FROM service_accounts WHERE `+where, args...))
+	a, err := scanService(s.queryRow(ctx, `SELECT `+serviceCols+` FROM service_accounts WHERE `+where, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, fmt.Errorf("sqlite: service account: %w", store.ErrNotFound)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
 )
 
 // queryStore fills a store with readings of three devices of project "p",
@@ -404,5 +406,66 @@ func TestReadStmtsBounded(t *testing.T) {
 	}
 	if n := len(s.readStmts); n != maxReadStmts {
 		t.Errorf("%d statements kept, want %d", n, maxReadStmts)
+	}
+}
+
+// TestNoStat4Samples: a store opens without the STAT4 samples ANALYZE
+// leaves (which would make SQLite compile every page query again each
+// time it runs with new bounds), and keeps sqlite_stat1's averages, which
+// the planner still uses.
+func TestNoStat4Samples(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "stat4.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "stat4"}); err != nil {
+		t.Fatal(err)
+	}
+	var key wire.PublicKey
+	key[31] = 1
+	id, err := s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []store.Reading
+	for i := range 500 {
+		rs = append(rs, store.Reading{DeviceID: id, ProjectID: "p", Seq: uint64(i + 1), Received: time.UnixMilli(int64(i)),
+			Kind: wire.KindTemperature, Value: 1})
+	}
+	if _, err := s.AppendReadings(ctx, store.Append{Readings: rs}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(s *Store, table string) int {
+		t.Helper()
+		var n int
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Statistics with samples, as a full ANALYZE (an operator's, or the
+	// bench's bulk generator's) leaves them.
+	for _, q := range []string{"PRAGMA analysis_limit = 0", "ANALYZE"} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(s, "sqlite_stat4"); n == 0 {
+		t.Fatal("ANALYZE left no STAT4 samples: the test proves nothing on this build")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := count(s, "sqlite_stat4"); n != 0 {
+		t.Errorf("%d STAT4 samples after opening", n)
+	}
+	if n := count(s, "sqlite_stat1"); n == 0 {
+		t.Error("sqlite_stat1 is empty: the planner lost its statistics")
 	}
 }
