@@ -259,6 +259,13 @@ func (s *system) count(ctx context.Context) (int64, error) {
 	return n, err
 }
 
+// lastID is the highest ID of the project's readings (0 if none).
+func (s *system) lastID(ctx context.Context) (int64, error) {
+	var id sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT max(id) FROM readings WHERE project_id = ?`, project).Scan(&id)
+	return id.Int64, err
+}
+
 // countWhere is the readings stored of the devices marked true in set.
 func (s *system) countWhere(ctx context.Context, set map[int64]bool) (int64, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT device_id, COUNT(*) FROM readings WHERE project_id = ? GROUP BY device_id`, project)
@@ -410,10 +417,15 @@ func (l *latencies) percentiles() percentiles {
 
 // hubWatch follows the server's live hub (what feeds SSE, published right
 // after each commit): the time from the relay's receive to there is the
-// time to durable.
+// time to durable. The hub cuts a subscriber that falls a buffer behind,
+// and the readings published before it subscribes again have no sample,
+// so n may never reach the count stored; last, the highest reading ID
+// delivered, tells when the hub has published everything (it publishes
+// in commit order).
 type hubWatch struct {
 	lat      latencies
 	n, cut   atomic.Int64
+	last     atomic.Int64
 	stopOnce sync.Once
 	stopC    chan struct{}
 	exited   chan struct{}
@@ -439,6 +451,9 @@ func watchHub(srv *server.Server) *hubWatch {
 					h.lat.add(time.Since(rd.Heard[0].Received))
 				}
 				h.n.Add(1)
+				if rd.ID > h.last.Load() {
+					h.last.Store(rd.ID)
+				}
 			}
 		}
 	}()

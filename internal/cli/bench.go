@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -65,7 +66,8 @@ The exit status is 1 if a check failed or a scenario could not run.
 Examples:
   signet bench ingest --relays 1 --duration 10s
   signet bench --json bench.json
-  signet bench fleet --fleet 100000,1000000`)
+  signet bench fleet --fleet 100000,1000000
+  signet bench handshake --cpuprofile cpu.pprof && go tool pprof -top cpu.pprof`)
 	var cfg bench.Config
 	smoke := fs.Bool("smoke", false, "run each scenario for a few seconds, checking correctness only")
 	jsonFile := fs.String("json", "", "also write the report as JSON to `FILE`")
@@ -86,6 +88,7 @@ Examples:
 	fs.StringVar(&cfg.Mosquitto, "mosquitto", "", "path of the mosquitto broker (default: from $PATH or /usr/sbin)")
 	fs.StringVar(&cfg.Dir, "tmp", "", "where the temporary data directories go (default: the system's)")
 	verbose := fs.Bool("v", false, "log the server's and relays' warnings")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (server, relays, SSE client; not the load generators) to `FILE`, for go tool pprof")
 	// Flags and scenario names may come in any order.
 	var names []string
 	for {
@@ -140,7 +143,14 @@ Examples:
 	} else {
 		cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
 	rep, err := bench.Run(ctx, cfg)
+	if perr := stopProfile(); perr != nil && err == nil {
+		err = perr
+	}
 	if rep == nil {
 		if errors.Is(err, bench.ErrConfig) {
 			return fmt.Errorf("%w: %v", errUsage, err)
@@ -171,6 +181,29 @@ Examples:
 		return errors.New("bench: a check failed or a scenario could not run (see above)")
 	}
 	return nil
+}
+
+// startCPUProfile starts profiling into the file at path, if there is one,
+// and returns what stops it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // intList parses "1,3,10".
