@@ -312,6 +312,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// statusSpread is how long housekeeping spreads a status flush over: half
+// its tick, so that the devices are reloaded at the same 2 s cadence.
+const statusSpread = time.Second
+
 // housekeeping saves device statuses and picks up devices registered or
 // disabled by other processes (the admin CLI writes the store directly).
 func (s *Server) housekeeping(ctx context.Context) {
@@ -320,10 +324,10 @@ func (s *Server) housekeeping(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			s.status.flush(context.Background(), s.store, s.log)
+			s.status.flush(context.Background(), s.store, s.log, 0)
 			return
 		case <-t.C:
-			s.status.flush(ctx, s.store, s.log)
+			s.status.flush(ctx, s.store, s.log, statusSpread)
 			if s.keyring != nil {
 				// Picks up a master key rotation without a restart.
 				if err := s.keyring.Reload(); err != nil {

@@ -67,8 +67,13 @@ type batchStatusStore interface {
 // statusChunk bounds the statuses written in one transaction.
 const statusChunk = 128
 
-// flush writes the changed statuses.
-func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Logger) {
+// flush writes the changed statuses, its chunks spread over spread (0: one
+// after the other). Spreading keeps the write connection's queue short: at
+// half the ingest peak, eight chunks back to back every 2 s held the
+// readings waiting behind them for 15–126 ms (docs/performance.md). When
+// ctx ends, the rest is written at once: the writes themselves do not
+// stop with ctx, or the statuses taken off the dirty set would be lost.
+func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Logger, spread time.Duration) {
 	t.mu.Lock()
 	type upd struct {
 		id int64
@@ -91,10 +96,12 @@ func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Log
 	}
 	clear(t.dirty)
 	t.mu.Unlock()
+	wctx := context.WithoutCancel(ctx)
 	if bs, ok := st.(batchStatusStore); ok {
 		// In chunks, so that the readings waiting for the write
 		// connection get it between them: a thousand updates in one
 		// transaction would hold every reading back for its whole time.
+		chunks := (len(ups) + statusChunk - 1) / statusChunk
 		for len(ups) > 0 {
 			n := min(len(ups), statusChunk)
 			sts := make(map[int64]store.DeviceStatus, n)
@@ -102,15 +109,28 @@ func (t *statusTracker) flush(ctx context.Context, st store.Store, log *slog.Log
 				sts[u.id] = u.st
 			}
 			ups = ups[n:]
-			if err := bs.SetDeviceStatuses(ctx, sts); err != nil && ctx.Err() == nil {
+			if err := bs.SetDeviceStatuses(wctx, sts); err != nil {
 				log.Warn("saving device statuses", "devices", len(sts), "err", err)
+			}
+			if len(ups) > 0 && spread > 0 && ctx.Err() == nil {
+				pause(ctx, spread/time.Duration(chunks))
 			}
 		}
 		return
 	}
 	for _, u := range ups {
-		if err := st.SetDeviceStatus(ctx, u.id, u.st); err != nil && ctx.Err() == nil {
+		if err := st.SetDeviceStatus(wctx, u.id, u.st); err != nil {
 			log.Warn("saving device status", "device", u.id, "err", err)
 		}
+	}
+}
+
+// pause waits for d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
