@@ -96,6 +96,11 @@ type Config struct {
 	Batch int
 	// Relays are the relay counts of the ingest scenario.
 	Relays []int
+	// Paced are further fixed rates (readings/s) at which the ingest
+	// scenario measures latency, after half the peak, with the first
+	// relay count: latency at a rate of the user's choosing, and the
+	// same load in every run, where half the peak moves with the peak.
+	Paced []int
 	// FleetSizes are the registered devices of the fleet scenario's steps.
 	FleetSizes []int
 	// FleetDuration is how long the fleet sends at its low rate while its
@@ -346,6 +351,11 @@ func (c *Config) setDefaults() error {
 	for _, n := range c.FleetSizes {
 		if n < 1 || n > maxFleet {
 			return fmt.Errorf("fleet sizes must be 1..%d", maxFleet)
+		}
+	}
+	for _, n := range c.Paced {
+		if n < 1 || n > maxPaced {
+			return fmt.Errorf("paced rates must be 1..%d readings/s", maxPaced)
 		}
 	}
 	if c.Batch > 16 {

@@ -79,10 +79,22 @@ func TestSmokeAll(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts servers, relays and load generator processes; skipped with -short")
 	}
-	rep := runSmoke(t, Config{})
+	rep := runSmoke(t, Config{Paced: []int{500}})
 	scen := map[string]bool{}
+	paced := false
 	for _, c := range rep.Checks {
 		scen[c.Scenario] = true
+		paced = paced || c.Name == "exactly once, paced at 500 readings/s"
+	}
+	if !paced {
+		t.Error("the run paced at 500 readings/s (--paced) checked nothing")
+	}
+	pacedFig := false
+	for _, f := range rep.Figures {
+		pacedFig = pacedFig || strings.HasPrefix(f.Name, "p99 relay receive → SSE client, 500 readings/s")
+	}
+	if !pacedFig {
+		t.Error("no latency figure for the run paced at 500 readings/s")
 	}
 	for _, s := range Scenarios {
 		if !scen[s] {

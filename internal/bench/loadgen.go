@@ -17,6 +17,10 @@ import (
 // maxFleet bounds the devices of one load generator process.
 const maxFleet = loadgen.MaxDevices
 
+// maxPaced bounds a paced rate of the ingest scenario (readings/s): ten
+// times what this machine stores at full speed.
+const maxPaced = 1_000_000
+
 // lgConfig configures a load generator child: one loadgen.Generator per
 // target, the devices (and rate, count) split evenly over them.
 type lgConfig struct {

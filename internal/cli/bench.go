@@ -37,7 +37,8 @@ Scenarios (default: all, in this order):
   ingest     stored uplinks/s through 1, 3 and 10 relays, counted in the
              store; latency relay receive → durable → SSE client; against
              raw UDP, raw ChaCha20-Poly1305, raw store insert and a tuned
-             Mosquitto (QoS 1)
+             Mosquitto (QoS 1); then the latency at half the peak, and at
+             each fixed rate --paced names
   handshake  handshakes/s per core, and legitimate handshakes while a
              forged-handshake flood turns the cookie defence on
   fleet      server memory per idle device session, memory over time and
@@ -65,6 +66,7 @@ The exit status is 1 if a check failed or a scenario could not run.
 
 Examples:
   signet bench ingest --relays 1 --duration 10s
+  signet bench ingest --relays 1 --paced 10000,20000
   signet bench --json bench.json
   signet bench fleet --fleet 100000,1000000
   signet bench handshake --cpuprofile cpu.pprof && go tool pprof -top cpu.pprof`)
@@ -75,6 +77,7 @@ Examples:
 	fs.IntVar(&cfg.Devices, "devices", bench.DefaultDevices, "simulated devices of the ingest scenario")
 	fs.IntVar(&cfg.Batch, "batch", 1, "readings per datagram in the ingest scenario (1..16)")
 	relays := fs.String("relays", "1,3,10", "relay counts of the ingest scenario, comma-separated")
+	paced := fs.String("paced", "", "further fixed `RATES` (readings/s, comma-separated) at which the ingest scenario measures latency after half the peak, with the first relay count")
 	fleet := fs.String("fleet", "20000", "registered devices of each fleet step, comma-separated")
 	fs.DurationVar(&cfg.FleetDuration, "fleet-duration", bench.DefaultFleetDuration, "how long the fleet sends while its memory is watched")
 	fs.DurationVar(&cfg.FleetPeriod, "fleet-period", bench.DefaultFleetPeriod, "how often each fleet device sends (1,000,000 devices every 10s offer 100,000 readings/s)")
@@ -115,6 +118,9 @@ Examples:
 	var err error
 	if cfg.Relays, err = intList(*relays); err != nil {
 		return fmt.Errorf("%w: --relays: %v", errUsage, err)
+	}
+	if cfg.Paced, err = intList(*paced); err != nil {
+		return fmt.Errorf("%w: --paced: %v", errUsage, err)
 	}
 	if cfg.FleetSizes, err = intList(*fleet); err != nil {
 		return fmt.Errorf("%w: --fleet: %v", errUsage, err)

@@ -25,6 +25,8 @@ func TestBenchUsage(t *testing.T) {
 		{[]string{"bench", "ingest", "--relays", "0"}, exitUsage, "--relays"},
 		{[]string{"bench", "ingest", "--relays", "40"}, exitUsage, "relays must be 1..32"},
 		{[]string{"bench", "--fleet", "x"}, exitUsage, "--fleet"},
+		{[]string{"bench", "ingest", "--paced", "fast"}, exitUsage, "--paced"},
+		{[]string{"bench", "ingest", "--paced", "5000000"}, exitUsage, "paced rates must be 1..1000000"},
 		{[]string{"bench", "child"}, exitUsage, "started by signet bench itself"},
 		{[]string{"bench", "ingest", "--cpuprofile", "/nonexistent/dir/cpu.pprof"}, exitFailure, "--cpuprofile"},
 	} {
