@@ -17,8 +17,8 @@ import (
 // maxFleet bounds the devices of one load generator process.
 const maxFleet = loadgen.MaxDevices
 
-// maxPaced bounds a paced rate of the ingest scenario (readings/s): ten
-// times what this machine stores at full speed.
+// maxPaced bounds a paced rate of the ingest scenario (readings/s): more
+// than ten times what a 2-core machine stores at full speed.
 const maxPaced = 1_000_000
 
 // lgConfig configures a load generator child: one loadgen.Generator per
