@@ -37,7 +37,8 @@ type ingestResult struct {
 	sse                           percentiles // relay receive → SSE client
 	sseN                          int64
 	sseDups                       int64
-	cuts                          int64 // times the hub cut the latency subscriber
+	cuts                          int64  // times the hub cut the latency subscriber
+	acks                          uint64 // acknowledgements the server sent
 	check                         deviceCheck
 	gen                           lgResult
 }
@@ -125,6 +126,7 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	res.steady, res.cpuShare, res.cpuPerReading, res.procPerReading = h.steady, h.cpuShare, h.cpuPerReading, h.procPerReading
 	res.stored, _ = sys.count(ctx)
 	res.rate = float64(res.stored) / res.elapsed.Seconds()
+	res.acks = sys.srv.Ingest().Stats().Acks.Load()
 	if res.check, err = sys.checkDevices(ctx, fp.ids, sent); err != nil {
 		return res, err
 	}
@@ -290,6 +292,10 @@ func (r *run) pacedRun(ctx context.Context, label string, rate float64, checkSuf
 		return res, err
 	}
 	r.cpuFigures(label, res)
+	if res.stored > 0 {
+		r.figure(Figure{Name: "server ACKs per stored reading, " + label, Value: float64(res.acks) / float64(res.stored), Unit: "ACKs",
+			Note: "acknowledgements the server sent to the devices, each cumulative (docs/protocol.md)"})
+	}
 	r.latencyFigures(label, "relay receive → durable", res.durable, "")
 	r.latencyFigures(label, "relay receive → SSE client", res.sse, "")
 	r.check("exactly once, paced"+checkSuffix, res.check.ok(), "%v", res.check)

@@ -95,6 +95,16 @@ type Config struct {
 	// fate later with Server.Settle, and only then is the device
 	// acknowledged.
 	Async bool
+	// AckInterval, with Async, is the least time between two
+	// acknowledgements to one device (zero means DefaultAckInterval,
+	// negative means none: every Settle is acknowledged at once). A device
+	// acknowledged longer ago is answered at once, as is one with AckAfter
+	// readings stored since its last acknowledgement; otherwise its
+	// acknowledgement waits until the interval is up and then covers
+	// everything stored meanwhile (ACKs are cumulative). A device that
+	// sends now and then never waits; one that sends many times a second
+	// gets fewer ACKs, each for several readings.
+	AckInterval time.Duration
 	// DeviceRate limits the datagrams per second one device may send
 	// (burst: twice as many); excess is dropped and counted in
 	// Stats.RateLimited. Zero means 100.
@@ -142,6 +152,14 @@ var ErrUnknownDevice = errors.New("ingest: unknown device")
 // to count as drained from a relay's buffer rather than live traffic.
 const bufferedAge = 2 * time.Second
 
+// DefaultAckInterval is Config.AckInterval's default, and AckAfter the
+// readings stored since a device's last acknowledgement that are
+// acknowledged at once whatever the interval.
+const (
+	DefaultAckInterval = 100 * time.Millisecond
+	AckAfter           = 8
+)
+
 // maxPending bounds the sequences a device may have delivered above its
 // contiguous acknowledged sequence (gaps it has not filled yet).
 const maxPending = 16384
@@ -168,6 +186,14 @@ type Server struct {
 	sources map[string]*rate.Limiter
 
 	recent *recentCache
+
+	// Acknowledgements waiting for their device's AckInterval (Settle).
+	// ackClock is their clock's origin: real time whatever Config.Now
+	// says, since a timer sends them.
+	ackClock time.Time
+	ackMu    sync.Mutex
+	ackQ     []*device
+	ackArmed bool
 }
 
 // maxServerKeys: the current key and, during a rollover, the old one.
@@ -192,6 +218,8 @@ type device struct {
 	// tellKey: the device's last handshake used the server key being
 	// retired; it is sent the current key once its session is confirmed.
 	tellKey bool
+	// ackQueued: the device is in Server.ackQ.
+	ackQueued bool
 	// epochAt is when the current transmit-only epoch was opened (mono).
 	epochAt   time.Duration
 	current   *session      // confirmed, used for downlinks
@@ -207,6 +235,10 @@ type device struct {
 	// flight or durable. Nil when there are none, as for every device
 	// whose readings are all stored, so an idle device costs nothing here.
 	pending []pendingSeq
+	// ackedAt (on Server.ackClock) and acked: when the device was last
+	// acknowledged and the sequence that acknowledgement carried.
+	ackedAt time.Duration
+	acked   uint64
 }
 
 type pendingSeq struct {
@@ -351,6 +383,10 @@ func New(cfg Config) (*Server, error) {
 		s.now = time.Now
 	}
 	s.start = s.now()
+	s.ackClock = time.Now()
+	if s.cfg.AckInterval == 0 {
+		s.cfg.AckInterval = DefaultAckInterval
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -1010,13 +1046,89 @@ func (s *Server) Settle(deviceID int64, seqs []uint64, durable bool) {
 	}
 	s.stats.Readings.Add(uint64(len(seqs)))
 	d.mu.Lock()
-	ss := d.current
-	if ss == nil {
-		ss = d.next
+	if s.ackLaterLocked(d) {
+		queue := !d.ackQueued
+		d.ackQueued = true
+		d.mu.Unlock()
+		if queue {
+			s.queueAck(d)
+		}
+		return
 	}
+	ss := d.ackSessionLocked()
 	d.mu.Unlock()
 	if ss != nil {
-		s.ack(ss, nil)
+		s.ack(ss, nil) // also stands for an acknowledgement queued earlier
+	}
+}
+
+// ackLaterLocked reports whether d's acknowledgement waits for its
+// AckInterval: d was acknowledged before, within the interval, and fewer
+// than AckAfter readings were stored since.
+func (s *Server) ackLaterLocked(d *device) bool {
+	return s.cfg.AckInterval > 0 && d.ackedAt != 0 && d.contig-d.acked < AckAfter &&
+		time.Since(s.ackClock)-d.ackedAt < s.cfg.AckInterval
+}
+
+// ackSessionLocked is the session a stored reading's acknowledgement goes
+// on: the confirmed one, or the one the device has not confirmed yet.
+func (d *device) ackSessionLocked() *session {
+	if d.current != nil {
+		return d.current
+	}
+	return d.next
+}
+
+// ackTick is how often queued acknowledgements are looked at: one waits
+// at most this long past its device's interval.
+const ackTick = 10 * time.Millisecond
+
+// queueAck holds d's acknowledgement until its AckInterval is up.
+func (s *Server) queueAck(d *device) {
+	s.ackMu.Lock()
+	s.ackQ = append(s.ackQ, d)
+	if !s.ackArmed {
+		s.ackArmed = true
+		time.AfterFunc(ackTick, s.sendQueuedAcks)
+	}
+	s.ackMu.Unlock()
+}
+
+// sendQueuedAcks acknowledges the queued devices whose interval is up (or
+// nearly: within half a tick), and looks again a tick later while any are
+// left.
+func (s *Server) sendQueuedAcks() {
+	now := time.Since(s.ackClock)
+	var due []*device
+	s.ackMu.Lock()
+	keep := s.ackQ[:0]
+	for _, d := range s.ackQ {
+		d.mu.Lock()
+		switch {
+		case !d.ackQueued: // acknowledged meanwhile
+		case now-d.ackedAt >= s.cfg.AckInterval-ackTick/2:
+			d.ackQueued = false
+			due = append(due, d)
+		default:
+			keep = append(keep, d)
+		}
+		d.mu.Unlock()
+	}
+	clear(s.ackQ[len(keep):])
+	s.ackQ = keep
+	if len(keep) > 0 {
+		time.AfterFunc(ackTick, s.sendQueuedAcks)
+	} else {
+		s.ackArmed = false
+	}
+	s.ackMu.Unlock()
+	for _, d := range due {
+		d.mu.Lock()
+		ss := d.ackSessionLocked()
+		d.mu.Unlock()
+		if ss != nil {
+			s.ack(ss, nil)
+		}
 	}
 }
 
@@ -1101,6 +1213,7 @@ func (s *Server) ack(ss *session, from Link) {
 	d := ss.dev
 	d.mu.Lock()
 	seq := d.contig
+	d.acked, d.ackedAt, d.ackQueued = seq, time.Since(s.ackClock), false
 	d.mu.Unlock()
 	pt, err := wire.AppendMessage(nil, &wire.Message{Ack: &wire.Ack{Seq: seq}})
 	if err != nil {

@@ -83,6 +83,21 @@ func startServer(t *testing.T, cfg ingest.Config) *env {
 	e := &env{store: newStore()}
 	cfg.Key, _ = wire.GenerateKey(nil)
 	cfg.Deliver = e.store.deliver
+	if cfg.Async {
+		// The pipeline's part: the readings are stored once deliver
+		// returns, and reported so a moment later.
+		cfg.Deliver = func(ctx context.Context, ev ingest.Event) error {
+			if err := e.store.deliver(ctx, ev); err != nil {
+				return err
+			}
+			seqs := make([]uint64, len(ev.Readings))
+			for i, r := range ev.Readings {
+				seqs[i] = r.Seq
+			}
+			go e.srv.Settle(ev.Info.ID, seqs, true)
+			return nil
+		}
+	}
 	srv, err := ingest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
