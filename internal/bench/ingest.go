@@ -294,7 +294,7 @@ func (r *run) pacedRun(ctx context.Context, label string, rate float64, checkSuf
 	r.cpuFigures(label, res)
 	if res.stored > 0 {
 		r.figure(Figure{Name: "server ACKs per stored reading, " + label, Value: float64(res.acks) / float64(res.stored), Unit: "ACKs",
-			Note: "acknowledgements the server sent to the devices, each cumulative (docs/protocol.md)"})
+			Note: "acknowledgements the server sent to the devices, each cumulative and paced per device (docs/payload.md, §4.6)"})
 	}
 	r.latencyFigures(label, "relay receive → durable", res.durable, "")
 	r.latencyFigures(label, "relay receive → SSE client", res.sse, "")

@@ -218,7 +218,7 @@ type device struct {
 	// tellKey: the device's last handshake used the server key being
 	// retired; it is sent the current key once its session is confirmed.
 	tellKey bool
-	// ackQueued: the device is in Server.ackQ.
+	// ackQueued: an acknowledgement of the device waits in Server.ackQ.
 	ackQueued bool
 	// epochAt is when the current transmit-only epoch was opened (mono).
 	epochAt   time.Duration
