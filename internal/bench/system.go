@@ -379,18 +379,25 @@ func (c deviceCheck) String() string {
 	return s
 }
 
-// latencies collects latency samples, bounded.
+// latencies collects latency samples, bounded, each with the time it was
+// taken (since benchEpoch).
 type latencies struct {
 	mu      sync.Mutex
 	samples []time.Duration
+	at      []time.Duration
 }
 
 const maxSamples = 4 << 20
 
+// benchEpoch is the origin of the sample times.
+var benchEpoch = time.Now()
+
 func (l *latencies) add(d time.Duration) {
+	at := time.Since(benchEpoch)
 	l.mu.Lock()
 	if len(l.samples) < maxSamples {
 		l.samples = append(l.samples, d)
+		l.at = append(l.at, at)
 	}
 	l.mu.Unlock()
 }
@@ -399,19 +406,62 @@ type percentiles struct {
 	n              int
 	p50, p99, p999 time.Duration
 	max            time.Duration
+	// The tail's worst window: of the samples at or above the p99, the
+	// share taken in the tailWindow that holds most of them, when that
+	// window began (since the first sample), and the p99 of the samples
+	// taken outside it.
+	worstShare float64
+	worstAt    time.Duration
+	p99Rest    time.Duration
 }
+
+// tailWindow is the window of time in which percentiles looks for the
+// tail's worst moment.
+const tailWindow = 100 * time.Millisecond
 
 func (l *latencies) percentiles() percentiles {
 	l.mu.Lock()
 	s := slices.Clone(l.samples)
+	at := slices.Clone(l.at)
 	l.mu.Unlock()
 	p := percentiles{n: len(s)}
 	if p.n == 0 {
 		return p
 	}
-	slices.Sort(s)
-	at := func(q float64) time.Duration { return s[min(p.n-1, int(float64(p.n)*q))] }
-	p.p50, p.p99, p.p999, p.max = at(0.5), at(0.99), at(0.999), s[p.n-1]
+	sorted := slices.Clone(s)
+	slices.Sort(sorted)
+	q := func(s []time.Duration, q float64) time.Duration { return s[min(len(s)-1, int(float64(len(s))*q))] }
+	p.p50, p.p99, p.p999, p.max = q(sorted, 0.5), q(sorted, 0.99), q(sorted, 0.999), sorted[p.n-1]
+	// A p99 over a few seconds is the worst 1 % of them, which one stall
+	// and the backlog behind it can make up alone: find the window with
+	// most of the tail, and the p99 without it.
+	first := slices.Min(at)
+	window := func(i int) int { return int((at[i] - first) / tailWindow) }
+	tail := map[int]int{}
+	above := 0
+	for i, d := range s {
+		if d >= p.p99 {
+			tail[window(i)]++
+			above++
+		}
+	}
+	worst, most := 0, -1
+	for w, n := range tail {
+		if n > most || n == most && w < worst {
+			worst, most = w, n
+		}
+	}
+	p.worstShare, p.worstAt = float64(most)/float64(above), time.Duration(worst)*tailWindow
+	var rest []time.Duration
+	for i, d := range s {
+		if window(i) != worst {
+			rest = append(rest, d)
+		}
+	}
+	if len(rest) > 0 {
+		slices.Sort(rest)
+		p.p99Rest = q(rest, 0.99)
+	}
 	return p
 }
 
