@@ -56,6 +56,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"admin", "org", "create"}, exitUsage, "--data is required"},
 		{[]string{"admin", "audit", "verify"}, exitUsage, "--data"},
 		{[]string{"server", "--data", "x", "--oidc-issuer", "https://login.example"}, exitUsage, "--oidc-client-id"},
+		{[]string{"server", "--data", "x", "--ack-interval", "-1s"}, exitUsage, "--ack-interval must not be negative"},
 		{[]string{"admin", "device", "explode", "--data", "x"}, exitUsage, "unknown admin command"},
 		{[]string{"tail"}, exitUsage, "--project is required"},
 	} {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signet-io/signet/internal/auth"
+	"github.com/signet-io/signet/internal/ingest"
 	"github.com/signet-io/signet/internal/relay"
 	"github.com/signet-io/signet/internal/secrets"
 	"github.com/signet-io/signet/internal/server"
@@ -34,6 +35,7 @@ two seconds.`)
 	httpListen := fs.String("http", "127.0.0.1:7880", "API address")
 	natsURL := fs.String("nats-url", "", "external NATS JetStream URL (empty: embedded)")
 	rekey := fs.Duration("rekey", 0, "session lifetime T (default 2h)")
+	ackInterval := fs.Duration("ack-interval", ingest.DefaultAckInterval, "least time between two ACKs to a device that sends often; its readings stored meanwhile share the next (0: an ACK for every stored batch)")
 	verbose := fs.Bool("v", false, "log at info level")
 	masterKey := fs.String("master-key", "", "master key file sealing the server's secrets (default DIR/master.key if it exists, or $SIGNET_MASTER_KEY)")
 	masterKeyEnv := fs.Bool("master-key-env", false, "read the master key from $SIGNET_MASTER_KEY instead")
@@ -45,6 +47,12 @@ two seconds.`)
 	}
 	if *data == "" {
 		return fmt.Errorf("%w: --data is required", errUsage)
+	}
+	if *ackInterval < 0 {
+		return fmt.Errorf("%w: --ack-interval must not be negative", errUsage)
+	}
+	if *ackInterval == 0 {
+		*ackInterval = -1 // ingest.Config: none
 	}
 	var oidc auth.OIDCConfig
 	if *oidcIssuer != "" {
@@ -64,7 +72,7 @@ two seconds.`)
 	}
 	srv, err := server.Open(ctx, server.Config{
 		DataDir: *data, Listen: *listen, ListenTCP: *listenTCP, RelayListen: *relayListen,
-		HTTPListen: *httpListen, NATSURL: *natsURL, Timers: wire.Timers{RekeyAfter: *rekey}, Logger: log,
+		HTTPListen: *httpListen, NATSURL: *natsURL, Timers: wire.Timers{RekeyAfter: *rekey}, AckInterval: *ackInterval, Logger: log,
 		MasterKey: mk, OIDC: oidc,
 	})
 	if err != nil {

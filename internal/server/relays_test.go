@@ -61,16 +61,21 @@ func enrolledRelay(t *testing.T, srv *Server, token, dir string) *relay.Relay {
 	return r
 }
 
-// deviceBehind runs a registered device that sends to addr.
-func deviceBehind(t *testing.T, srv *Server, addr string) *device.Device {
+// deviceBehind runs a registered device that sends to addr, its Options
+// changed by opts.
+func deviceBehind(t *testing.T, srv *Server, addr string, opts ...func(*device.Options)) *device.Device {
 	t.Helper()
 	tr, err := device.DialUDP(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := wire.GenerateKey(nil)
-	d, err := device.New(device.Options{Key: key, ServerKey: srv.PublicKey(), Transport: tr, Dir: t.TempDir(), NoSync: true,
-		RetransmitAfter: 300 * time.Millisecond})
+	o := device.Options{Key: key, ServerKey: srv.PublicKey(), Transport: tr, Dir: t.TempDir(), NoSync: true,
+		RetransmitAfter: 300 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	d, err := device.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,10 +46,12 @@ type Config struct {
 	NATSURL string
 	// Stream names the JetStream stream (tests use unique names).
 	Stream string
-	// Timers, HandshakeRate and DeviceRate tune the device channel.
+	// Timers, HandshakeRate, DeviceRate and AckInterval tune the device
+	// channel (ingest.Config's fields of those names).
 	Timers        wire.Timers
 	HandshakeRate float64
 	DeviceRate    float64
+	AckInterval   time.Duration
 	// Heartbeat of the live stream; zero is the API default.
 	Heartbeat time.Duration
 	// MasterKey, if configured, seals the secrets the server keeps in its
@@ -162,7 +164,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.ingest, err = ingest.New(ingest.Config{
 		Key: key, PreviousKey: prevKey, Timers: cfg.Timers, HandshakeRate: cfg.HandshakeRate, DeviceRate: cfg.DeviceRate,
-		Async: true, Deliver: func(ctx context.Context, ev ingest.Event) error { return s.pipe.deliver(ctx, ev) },
+		AckInterval: cfg.AckInterval, Async: true, Deliver: func(ctx context.Context, ev ingest.Event) error { return s.pipe.deliver(ctx, ev) },
 		Claim:  s.claim,
 		Rotate: s.rotate, OnEpoch: s.saveEpoch,
 		Logger: cfg.Logger,

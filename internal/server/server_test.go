@@ -23,12 +23,17 @@ func uniqueStream() string {
 	return "TEST_" + hex.EncodeToString(b[:])
 }
 
-// startServer runs a server on free loopback ports in dir.
-func startServer(t *testing.T, dir string) *Server {
+// startServer runs a server on free loopback ports in dir, its Config
+// changed by opts.
+func startServer(t *testing.T, dir string, opts ...func(*Config)) *Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := Open(ctx, Config{DataDir: dir, Listen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-		Stream: uniqueStream()})
+	cfg := Config{DataDir: dir, Listen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Stream: uniqueStream()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := Open(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
