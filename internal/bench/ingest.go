@@ -11,6 +11,7 @@ import (
 
 	"github.com/signet-io/signet/internal/procstat"
 	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/store/sqlite"
 )
 
 // Targets of the ingest scenario (docs/performance.md explains them).
@@ -39,6 +40,7 @@ type ingestResult struct {
 	sseDups                       int64
 	cuts                          int64  // times the hub cut the latency subscriber
 	acks                          uint64 // acknowledgements the server sent
+	ckpt                          sqlite.CheckpointStats
 	check                         deviceCheck
 	gen                           lgResult
 }
@@ -127,6 +129,9 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	res.stored, _ = sys.count(ctx)
 	res.rate = float64(res.stored) / res.elapsed.Seconds()
 	res.acks = sys.srv.Ingest().Stats().Acks.Load()
+	if st, ok := sys.srv.Store().(interface{ CheckpointStats() sqlite.CheckpointStats }); ok {
+		res.ckpt = st.CheckpointStats()
+	}
 	if res.check, err = sys.checkDevices(ctx, fp.ids, sent); err != nil {
 		return res, err
 	}
@@ -298,6 +303,11 @@ func (r *run) pacedRun(ctx context.Context, label string, rate float64, checkSuf
 	}
 	r.latencyFigures(label, "relay receive → durable", res.durable, "")
 	r.latencyFigures(label, "relay receive → SSE client", res.sse, "")
+	if c := res.ckpt; c.TopUps > 0 {
+		r.figure(Figure{Name: "longest checkpoint top-up, " + label, Value: ms(c.TopUpLongest), Unit: "ms",
+			Note: fmt.Sprintf("%d top-ups held the store's write connection %.1f ms in all; every append waits for them (docs/architecture.md, store)",
+				c.TopUps, ms(c.TopUpHeld))})
+	}
 	if res.sse.n > 0 {
 		r.figure(Figure{Name: "p99 relay receive → SSE client, its worst 100 ms left out, " + label, Value: ms(res.sse.p99Rest), Unit: "ms",
 			Note: fmt.Sprintf("%.0f %% of the samples at or above the p99 were taken in one 100 ms, %.1f s into the run: a p99 over a short run can be one stall and its backlog",

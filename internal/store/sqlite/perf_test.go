@@ -357,4 +357,8 @@ func TestWALStartsOverUnderSteadyIngest(t *testing.T) {
 	if s.topUps.Load() == 0 {
 		t.Error("the WAL started over without a top-up")
 	}
+	st := s.CheckpointStats()
+	if st.TopUps == 0 || st.TopUpLongest <= 0 || st.TopUpLongest > st.TopUpHeld || st.Restarts < 3 || st.Truncations != 0 {
+		t.Errorf("CheckpointStats %+v after %d top-ups and %d restarts", st, s.topUps.Load(), s.restarts.Load())
+	}
 }
