@@ -27,11 +27,12 @@ func TestPercentilesOneStall(t *testing.T) {
 	if p.p99 < 50*time.Millisecond {
 		t.Fatalf("p99 %v, want the stall's", p.p99)
 	}
-	if p.worstShare != 1 || p.worstAt != 1200*time.Millisecond {
-		t.Errorf("worst window %.2f of the tail at %v, want all of it at 1.2s", p.worstShare, p.worstAt)
+	tl := l.tail(p.p99)
+	if tl.share != 1 || tl.at != 1200*time.Millisecond {
+		t.Errorf("worst window %.2f of the tail at %v, want all of it at 1.2s", tl.share, tl.at)
 	}
-	if p.p99Rest != 5*time.Millisecond {
-		t.Errorf("p99 without the stall %v, want 5ms", p.p99Rest)
+	if tl.p99Rest != 5*time.Millisecond {
+		t.Errorf("p99 without the stall %v, want 5ms", tl.p99Rest)
 	}
 }
 
@@ -48,10 +49,11 @@ func TestPercentilesSpreadTail(t *testing.T) {
 	if p.p99 != 40*time.Millisecond {
 		t.Fatalf("p99 %v, want 40ms", p.p99)
 	}
-	if p.worstShare > 0.05 {
-		t.Errorf("worst window holds %.2f of a spread tail", p.worstShare)
+	tl := l.tail(p.p99)
+	if tl.share > 0.05 {
+		t.Errorf("worst window holds %.2f of a spread tail", tl.share)
 	}
-	if p.p99Rest != 40*time.Millisecond {
-		t.Errorf("p99 without one window %v, want still 40ms", p.p99Rest)
+	if tl.p99Rest != 40*time.Millisecond {
+		t.Errorf("p99 without one window %v, want still 40ms", tl.p99Rest)
 	}
 }

@@ -406,52 +406,70 @@ type percentiles struct {
 	n              int
 	p50, p99, p999 time.Duration
 	max            time.Duration
-	// The tail's worst window: of the samples at or above the p99, the
-	// share taken in the tailWindow that holds most of them, when that
-	// window began (since the first sample), and the p99 of the samples
-	// taken outside it.
-	worstShare float64
-	worstAt    time.Duration
-	p99Rest    time.Duration
 }
 
-// tailWindow is the window of time in which percentiles looks for the
-// tail's worst moment.
-const tailWindow = 100 * time.Millisecond
+// quantile is the q-quantile of sorted, which is not empty.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*q))]
+}
 
 func (l *latencies) percentiles() percentiles {
 	l.mu.Lock()
 	s := slices.Clone(l.samples)
-	at := slices.Clone(l.at)
 	l.mu.Unlock()
 	p := percentiles{n: len(s)}
 	if p.n == 0 {
 		return p
 	}
-	sorted := slices.Clone(s)
-	slices.Sort(sorted)
-	q := func(s []time.Duration, q float64) time.Duration { return s[min(len(s)-1, int(float64(len(s))*q))] }
-	p.p50, p.p99, p.p999, p.max = q(sorted, 0.5), q(sorted, 0.99), q(sorted, 0.999), sorted[p.n-1]
-	// A p99 over a few seconds is the worst 1 % of them, which one stall
-	// and the backlog behind it can make up alone: find the window with
-	// most of the tail, and the p99 without it.
+	slices.Sort(s)
+	p.p50, p.p99, p.p999, p.max = quantile(s, 0.5), quantile(s, 0.99), quantile(s, 0.999), s[p.n-1]
+	return p
+}
+
+// tail is a tail's worst window: of the samples at or above the p99, the
+// share taken in the tailWindow that holds most of them, when that window
+// began (since the first sample), and the p99 of the samples taken
+// outside it.
+type tail struct {
+	share   float64
+	at      time.Duration
+	p99Rest time.Duration
+}
+
+// tailWindow is the window of time in which tail looks for the tail's
+// worst moment.
+const tailWindow = 100 * time.Millisecond
+
+// tail finds the window with most of the samples at or above p99 (the
+// samples' p99, from percentiles), and the p99 without it: a p99 over a
+// few seconds is the worst 1 % of them, which one stall and the backlog
+// behind it can make up alone.
+func (l *latencies) tail(p99 time.Duration) tail {
+	l.mu.Lock()
+	s := slices.Clone(l.samples)
+	at := slices.Clone(l.at)
+	l.mu.Unlock()
+	var t tail
+	if len(s) == 0 {
+		return t
+	}
 	first := slices.Min(at)
 	window := func(i int) int { return int((at[i] - first) / tailWindow) }
-	tail := map[int]int{}
+	counts := map[int]int{}
 	above := 0
 	for i, d := range s {
-		if d >= p.p99 {
-			tail[window(i)]++
+		if d >= p99 {
+			counts[window(i)]++
 			above++
 		}
 	}
 	worst, most := 0, -1
-	for w, n := range tail {
+	for w, n := range counts {
 		if n > most || n == most && w < worst {
 			worst, most = w, n
 		}
 	}
-	p.worstShare, p.worstAt = float64(most)/float64(above), time.Duration(worst)*tailWindow
+	t.share, t.at = float64(most)/float64(above), time.Duration(worst)*tailWindow
 	var rest []time.Duration
 	for i, d := range s {
 		if window(i) != worst {
@@ -460,9 +478,9 @@ func (l *latencies) percentiles() percentiles {
 	}
 	if len(rest) > 0 {
 		slices.Sort(rest)
-		p.p99Rest = q(rest, 0.99)
+		t.p99Rest = quantile(rest, 0.99)
 	}
-	return p
+	return t
 }
 
 // hubWatch follows the server's live hub (what feeds SSE, published right
