@@ -89,12 +89,16 @@ func TestSmokeAll(t *testing.T) {
 	if !paced {
 		t.Error("the run paced at 500 readings/s (--paced) checked nothing")
 	}
-	pacedFig := false
+	pacedFig, writerFig := false, false
 	for _, f := range rep.Figures {
 		pacedFig = pacedFig || strings.HasPrefix(f.Name, "p99 relay receive → SSE client, 500 readings/s")
+		writerFig = writerFig || strings.HasPrefix(f.Name, "store writer in appends, 500 readings/s") && f.Value > 0
 	}
 	if !pacedFig {
 		t.Error("no latency figure for the run paced at 500 readings/s")
+	}
+	if !writerFig {
+		t.Error("no store writer figure for the run paced at 500 readings/s")
 	}
 	for _, s := range Scenarios {
 		if !scen[s] {

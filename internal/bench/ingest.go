@@ -42,8 +42,11 @@ type ingestResult struct {
 	cuts                          int64  // times the hub cut the latency subscriber
 	acks                          uint64 // acknowledgements the server sent
 	ckpt                          sqlite.CheckpointStats
-	check                         deviceCheck
-	gen                           lgResult
+	// The store writer's appends over the second half (writerOver long).
+	writer     sqlite.AppendStats
+	writerOver time.Duration
+	check      deviceCheck
+	gen        lgResult
 }
 
 // ingestRun runs the server with relays relays and the load generator
@@ -87,18 +90,27 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	type secondHalf struct {
 		steady, cpuShare              float64
 		cpuPerReading, procPerReading time.Duration
+		writer                        sqlite.AppendStats
 	}
 	second := make(chan secondHalf, 1)
+	appendStats := func() sqlite.AppendStats {
+		if st, ok := sys.srv.Store().(interface{ AppendStats() sqlite.AppendStats }); ok {
+			return st.AppendStats()
+		}
+		return sqlite.AppendStats{}
+	}
 	go func() {
 		var h secondHalf
 		sleepUntil(ctx, half)
 		c1, _ := sys.count(ctx)
 		m1, ok1 := procstat.MachineCPU()
 		p1 := procstat.CPUTime()
+		w1 := appendStats()
 		sleepUntil(ctx, end)
 		c2, _ := sys.count(ctx)
 		m2, ok2 := procstat.MachineCPU()
 		p2 := procstat.CPUTime()
+		h.writer = appendStats().Sub(w1)
 		h.steady = float64(c2-c1) / end.Sub(half).Seconds()
 		if ok1 && ok2 && c2 > c1 {
 			var busy time.Duration
@@ -127,6 +139,7 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	res.elapsed = time.Since(start)
 	h := <-second
 	res.steady, res.cpuShare, res.cpuPerReading, res.procPerReading = h.steady, h.cpuShare, h.cpuPerReading, h.procPerReading
+	res.writer, res.writerOver = h.writer, end.Sub(half)
 	res.stored, _ = sys.count(ctx)
 	res.rate = float64(res.stored) / res.elapsed.Seconds()
 	res.acks = sys.srv.Ingest().Stats().Acks.Load()
@@ -310,6 +323,7 @@ func (r *run) pacedRun(ctx context.Context, label string, rate float64, checkSuf
 			Note: fmt.Sprintf("%d top-ups held the store's write connection %.1f ms in all; every append waits for them (docs/architecture.md, store)",
 				c.TopUps, ms(c.TopUpHeld))})
 	}
+	r.writerFigure(label, res)
 	if res.sse.n > 0 {
 		r.figure(Figure{Name: "p99 relay receive → SSE client, its worst 100 ms left out, " + label, Value: ms(res.sseTail.p99Rest), Unit: "ms",
 			Note: fmt.Sprintf("%.0f %% of the samples at or above the p99 were taken in one 100 ms, %.1f s into the run: a p99 over a short run can be one stall and its backlog",
@@ -333,6 +347,21 @@ func (r *run) cpuFigures(cond string, res ingestResult) {
 	r.figure(Figure{Name: "machine CPU per stored reading, " + cond, Value: float64(res.cpuPerReading) / float64(time.Microsecond), Unit: "µs",
 		Note: fmt.Sprintf("%.1f µs of it in the bench process (server, relays, SSE client), the rest in the load generators and the kernel's work for them",
 			float64(res.procPerReading)/float64(time.Microsecond))})
+}
+
+// writerFigure reports how much of the second half of a run the store's
+// writer spent in appends, and what a reading cost it there: the writer is
+// the one stage that cannot use two cores, and a queue in front of a
+// server that is busy most of the time has a long tail.
+func (r *run) writerFigure(cond string, res ingestResult) {
+	w := res.writer
+	if w.Appends == 0 || w.Readings == 0 || res.writerOver <= 0 {
+		return // not the SQLite store, or nothing appended
+	}
+	perReading := func(d time.Duration) float64 { return float64(d) / float64(w.Readings) / float64(time.Microsecond) }
+	r.figure(Figure{Name: "store writer in appends, " + cond, Value: 100 * float64(w.Statements+w.Committing) / float64(res.writerOver), Unit: "%",
+		Note: fmt.Sprintf("of the wall-clock time over the second half of the run: %d appends of %.0f readings on average, per reading %.1f µs of statements and %.1f µs of commit (WAL writes, fsync), a core's wait included; %.1f ms more waiting for the write connection (docs/performance.md)",
+			w.Appends, float64(w.Readings)/float64(w.Appends), perReading(w.Statements), perReading(w.Committing), ms(w.Waiting))})
 }
 
 func (r *run) latencyFigures(cond, what string, p percentiles, note string) {

@@ -68,6 +68,46 @@ func TestAppendIDs(t *testing.T) {
 	}
 }
 
+// TestAppendStats: the writer's counters count each committed append and
+// its readings (a repeated one included: the append held it), time each
+// part, and leave out an append that failed.
+func TestAppendStats(t *testing.T) {
+	ctx := t.Context()
+	s, ids := perfStore(t)
+	before := s.AppendStats()
+	if before != (AppendStats{}) {
+		t.Fatalf("a new store's counters: %+v", before)
+	}
+	reading := func(dev int64, project string, seq uint64) store.Reading {
+		return store.Reading{DeviceID: dev, ProjectID: project, Seq: seq, Received: time.UnixMilli(1), Raw: []byte{1}}
+	}
+	for _, batch := range [][]store.Reading{
+		{reading(ids[0], "p", 1), reading(ids[1], "p", 1)},
+		{reading(ids[0], "p", 1), reading(ids[0], "p", 2), reading(ids[2], "p", 1)},
+	} {
+		if _, err := s.AppendReadings(ctx, store.Append{Readings: batch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Filed under a project the device is not in: refused at commit.
+	if _, err := s.AppendReadings(ctx, store.Append{Readings: []store.Reading{reading(ids[1], "elsewhere", 9)}}); err == nil {
+		t.Fatal("a misfiled reading was stored")
+	}
+	got := s.AppendStats()
+	if got.Appends != 2 || got.Readings != 5 {
+		t.Errorf("%d appends of %d readings counted, want 2 of 5", got.Appends, got.Readings)
+	}
+	if got.Statements <= 0 || got.Committing <= 0 || got.Waiting < 0 {
+		t.Errorf("times not counted: %+v", got)
+	}
+	if d := got.Sub(before); d != got {
+		t.Errorf("Sub of the zero counters: %+v, want %+v", d, got)
+	}
+	if d := got.Sub(got); d != (AppendStats{}) {
+		t.Errorf("Sub of itself: %+v", d)
+	}
+}
+
 // BenchmarkAppendBulk is the bench's "store bulk insert" reference as a
 // benchmark: appends of store.MaxAppend readings of 1,000 devices, each
 // heard by one relay, reporting the process's CPU per reading (the

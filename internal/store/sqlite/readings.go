@@ -121,11 +121,13 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		hargs = appendHearing(hargs, lh.DeviceID, lh.Seq, lh.Hearing)
 	}
 
+	begin := time.Now()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: append: %w", err)
 	}
 	defer tx.Rollback() // a no-op after Commit
+	began := time.Now()
 	out := make([]store.Reading, 0, len(a.Readings))
 	for i := 0; i < len(a.Readings); {
 		n := chunk(len(a.Readings)-i, maxChunkReadings)
@@ -158,6 +160,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		i += n
 	}
+	committing := time.Now()
 	if err := tx.Commit(); err != nil {
 		// The foreign key of readings is checked here (migration
 		// 00007). The driver has rolled the transaction back.
@@ -166,7 +169,38 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		return nil, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
+	s.appends.Add(1)
+	s.appendReadings.Add(int64(len(a.Readings)))
+	s.appendWait.Add(int64(began.Sub(begin)))
+	s.appendStmts.Add(int64(committing.Sub(began)))
+	s.appendCommits.Add(int64(time.Since(committing)))
 	return out, nil
+}
+
+// AppendStats says what the appends committed since the store was opened
+// did with the write connection, the one stage of ingest that cannot run
+// on two cores: how many there were, how many readings they held, and how
+// long they waited for the connection (a checkpoint top-up or a status
+// flush holding it), ran their statements and committed (writing the WAL
+// and its fsync). The times are wall-clock: on a busy machine they include
+// waiting for a core.
+type AppendStats struct {
+	Appends, Readings               int64
+	Waiting, Statements, Committing time.Duration
+}
+
+// AppendStats returns the appends' counters.
+func (s *Store) AppendStats() AppendStats {
+	return AppendStats{Appends: s.appends.Load(), Readings: s.appendReadings.Load(),
+		Waiting: time.Duration(s.appendWait.Load()), Statements: time.Duration(s.appendStmts.Load()),
+		Committing: time.Duration(s.appendCommits.Load())}
+}
+
+// Sub is what was counted between earlier and a.
+func (a AppendStats) Sub(earlier AppendStats) AppendStats {
+	return AppendStats{Appends: a.Appends - earlier.Appends, Readings: a.Readings - earlier.Readings,
+		Waiting: a.Waiting - earlier.Waiting, Statements: a.Statements - earlier.Statements,
+		Committing: a.Committing - earlier.Committing}
 }
 
 func appendHearing(args []any, device int64, seq uint64, h store.Hearing) []any {

@@ -102,6 +102,12 @@ type Store struct {
 	// dbFile is the database file, read-only, for startWriteback.
 	dbFile *os.File
 
+	// The appends' counters (AppendStats): appends committed, their
+	// readings, and nanoseconds spent waiting for the write connection,
+	// in their statements and in their commits.
+	appends, appendReadings                atomic.Int64
+	appendWait, appendStmts, appendCommits atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
 }
