@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -63,7 +64,10 @@ const (
 // need not sort them.
 type page struct {
 	from, where, order string
-	args               []any
+	// inner, if set, orders the rows of from in place of order (a
+	// column of from's first table that equals the reading's ID).
+	inner string
+	args  []any
 }
 
 func (p page) sql() string {
@@ -72,7 +76,7 @@ func (p page) sql() string {
 			r.heard_relay, r.heard_received, r.heard_rssi, r.heard_snr
 		FROM (SELECT id, device_id, project_id, seq, device_time, received, kind, value,
 				name, unit, pour, sealed, raw, heard_relay, heard_received, heard_rssi, heard_snr
-			FROM ` + p.from + ` WHERE ` + p.where + ` ORDER BY ` + p.order + ` LIMIT ?) AS r
+			FROM ` + p.from + ` WHERE ` + p.where + ` ORDER BY ` + cmp.Or(p.inner, p.order) + ` LIMIT ?) AS r
 		LEFT JOIN hearings AS h ON h.device_id = r.device_id AND h.seq = r.seq
 		ORDER BY r.` + p.order
 }
@@ -129,7 +133,7 @@ func newRangeQuery(q store.ReadingQuery) (rangeQuery, error) {
 // window; a project's only: a device's range is found through the spans).
 func (rq *rangeQuery) key() (col string, val any, byID, byReceived string) {
 	if rq.device != 0 {
-		return "device_id", rq.device, "readings_device_id", ""
+		return "device_id", rq.device, "", ""
 	}
 	return "project_id", rq.project, "readings_project_id", "readings_project_received"
 }
@@ -170,12 +174,31 @@ func (rq *rangeQuery) where(after, upTo int64) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// walkPage reads up to limit readings in ID order through the ID index,
-// from after up to upTo (0: no end).
+// walkPage reads up to limit readings of a project in ID order through
+// its ID index, from after up to upTo (0: no end).
 func (rq *rangeQuery) walkPage(after, upTo int64, limit int) page {
 	_, _, byID, _ := rq.key()
 	where, args := rq.where(after, upTo)
 	return page{from: "readings INDEXED BY " + byID, where: where, order: "id", args: append(args, limit)}
+}
+
+// indexedPage reads up to limit readings of a device in ID order through
+// the device index, from after up to upTo, which is at most the mark
+// (device_index.go).
+func (rq *rangeQuery) indexedPage(after, upTo int64, limit int) page {
+	where, args := rq.where(after, upTo)
+	return page{from: "device_readings CROSS JOIN readings ON id = rid", where: "dev = ? AND rid > ? AND rid <= ? AND " + where,
+		order: "id", inner: "rid", args: append(append([]any{rq.device, after, upTo}, args...), limit)}
+}
+
+// tailPage reads up to limit readings of a device in ID order from after,
+// which is at least the mark, up to upTo (0: no end), by ID: the readings
+// the device index does not cover yet, a period or two of them. NOT
+// INDEXED keeps SQLite off the device's unique key, which would read all
+// of the device's readings.
+func (rq *rangeQuery) tailPage(after, upTo int64, limit int) page {
+	where, args := rq.where(after, upTo)
+	return page{from: "readings NOT INDEXED", where: where, order: "id", args: append(args, limit)}
 }
 
 // windowPage reads the first limit readings by ID after after among the
@@ -296,18 +319,21 @@ func (s *Store) Readings(ctx context.Context, q store.ReadingQuery) ([]store.Rea
 
 // readings answers rq by the strategy described at windowMax.
 func (s *Store) readings(ctx context.Context, rq rangeQuery) ([]store.Reading, error) {
+	if rq.device != 0 {
+		var lo, hi int64
+		if rq.timed {
+			var err error
+			if lo, hi, err = s.idRange(ctx, rq.from, rq.to); err != nil {
+				return nil, err
+			}
+			if hi != 0 && hi <= max(rq.after, lo) {
+				return nil, nil
+			}
+		}
+		return s.deviceWalk(ctx, rq, max(rq.after, lo), hi, rq.limit)
+	}
 	if !rq.timed {
 		return s.queryReadings(ctx, rq.walkPage(rq.after, 0, rq.limit))
-	}
-	if rq.device != 0 {
-		lo, hi, err := s.idRange(ctx, rq.from, rq.to)
-		if err != nil {
-			return nil, err
-		}
-		if hi != 0 && hi <= max(rq.after, lo) {
-			return nil, nil
-		}
-		return s.queryReadings(ctx, rq.walkPage(max(rq.after, lo), hi, rq.limit))
 	}
 	var n int
 	q, args := rq.windowCountSQL()
@@ -336,6 +362,35 @@ func (s *Store) readings(ctx context.Context, rq rangeQuery) ([]store.Reading, e
 		return out, err
 	}
 	rest, err := s.queryReadings(ctx, rq.windowPage(end, rq.limit-len(out)))
+	if err != nil {
+		return nil, err
+	}
+	return append(out, rest...), nil
+}
+
+// deviceWalk reads up to limit readings of rq's device in ID order, from
+// after up to upTo (0: no end): through the device index up to its mark,
+// then by ID. The mark only rises and IDs are given out in commit order,
+// so the two statements need not share a snapshot: every reading up to
+// the mark read first has its pair, and every reading above it is read
+// by ID.
+func (s *Store) deviceWalk(ctx context.Context, rq rangeQuery, after, upTo int64, limit int) ([]store.Reading, error) {
+	var mark int64
+	if err := s.scanRow(ctx, `SELECT mark FROM device_readings_mark`, nil, &mark); err != nil {
+		return nil, err
+	}
+	var out []store.Reading
+	if after < mark {
+		end := mark
+		if upTo != 0 {
+			end = min(end, upTo)
+		}
+		var err error
+		if out, err = s.queryReadings(ctx, rq.indexedPage(after, end, limit)); err != nil || len(out) == limit || upTo != 0 && upTo <= mark {
+			return out, err
+		}
+	}
+	rest, err := s.queryReadings(ctx, rq.tailPage(max(after, mark), upTo, limit-len(out)))
 	if err != nil {
 		return nil, err
 	}

@@ -137,17 +137,29 @@ func TestRangeQueryPlans(t *testing.T) {
 	got := plan(lateSpanSQL, []any{to.UnixMilli(), 5})
 	has("late spans", got, "USING INDEX reading_spans_late (first_id>?)")
 	lacks("late spans", got, "TEMP B-TREE")
+	// A device's readings up to the device index's mark: the index from
+	// the cursor, each reading by its ID.
 	rq, _ := newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from, To: to})
-	p := rq.walkPage(5, 500, 100)
+	// The page is chosen in order (no sort before its limit); only its
+	// rows are sorted again after it, by their ID.
+	inner := func(plan string) string { before, _, _ := strings.Cut(plan, "SCAN r\n"); return before }
+	p := rq.indexedPage(5, 500, 100)
 	got = plan(p.sql(), p.args)
-	has("device range", got, "USING INDEX readings_device_id (device_id=? AND id>? AND id<?)")
-	lacks("device range", got, "SCAN readings", "TEMP B-TREE FOR ORDER BY")
-	// Without a time range the page is a walk from the cursor.
+	has("device range", got, "SEARCH device_readings USING PRIMARY KEY (dev=? AND rid>? AND rid<?)", "USING INTEGER PRIMARY KEY (rowid=?)")
+	lacks("device range", got, "SCAN readings", "SCAN device_readings", "sqlite_autoindex_readings")
+	lacks("device range", inner(got), "TEMP B-TREE")
+	// Above the mark: the readings by ID, never the device's unique key.
+	p = rq.tailPage(500, 0, 100)
+	got = plan(p.sql(), p.args)
+	has("device tail", got, "SEARCH readings USING INTEGER PRIMARY KEY (rowid>?)")
+	lacks("device tail", got, "TEMP B-TREE FOR ORDER BY", "sqlite_autoindex_readings")
+	// Without a time range, the same two from the cursor.
 	rq, _ = newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[0]})
-	p = rq.walkPage(0, 0, 100)
+	p = rq.indexedPage(0, 500, 100)
 	got = plan(p.sql(), p.args)
-	has("device page", got, "USING INDEX readings_device_id (device_id=? AND id>?)")
-	lacks("device page", got, "TEMP B-TREE FOR ORDER BY")
+	has("device page", got, "SEARCH device_readings USING PRIMARY KEY (dev=? AND rid>? AND rid<?)")
+	lacks("device page", got, "SCAN readings", "SCAN device_readings")
+	lacks("device page", inner(got), "TEMP B-TREE")
 }
 
 // TestSpanSlackMatchesIndex: the slack of the late spans' partial index

@@ -128,6 +128,9 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 	}
 	defer tx.Rollback() // a no-op after Commit
 	began := time.Now()
+	// Held until the commit is recorded: see deviceIndex.
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
 	out := make([]store.Reading, 0, len(a.Readings))
 	for i := 0; i < len(a.Readings); {
 		n := chunk(len(a.Readings)-i, maxChunkReadings)
@@ -160,6 +163,10 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		i += n
 	}
+	idx, err := s.advanceDeviceIndex(ctx, tx, s.idx.state, out, len(a.Readings), began)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: append: %w", err)
+	}
 	committing := time.Now()
 	if err := tx.Commit(); err != nil {
 		// The foreign key of readings is checked here (migration
@@ -169,6 +176,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		return nil, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
+	s.idx.state = idx
 	s.appends.Add(1)
 	s.appendReadings.Add(int64(len(a.Readings)))
 	s.appendWait.Add(int64(began.Sub(begin)))
@@ -375,8 +383,15 @@ func inMillisRange(t time.Time) bool {
 // LastReading returns the device's most recently stored reading (highest
 // ID), whatever its device clock says.
 func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading, error) {
-	out, err := s.queryReadings(ctx, page{from: "readings INDEXED BY readings_device_id",
-		where: "device_id = ?", order: "id DESC", args: []any{deviceID, 1}})
+	// Above the device index's mark by ID, from the newest; below it
+	// through the index (device_index.go). A reading above the mark is
+	// newer than every reading below it.
+	out, err := s.queryReadings(ctx, page{from: "readings NOT INDEXED",
+		where: "id > (SELECT mark FROM device_readings_mark) AND device_id = ?", order: "id DESC", args: []any{deviceID, 1}})
+	if err == nil && len(out) == 0 {
+		out, err = s.queryReadings(ctx, page{from: "device_readings CROSS JOIN readings ON id = rid",
+			where: "dev = ?", order: "id DESC", inner: "rid DESC", args: []any{deviceID, 1}})
+	}
 	if err != nil {
 		return store.Reading{}, fmt.Errorf("sqlite: last reading of device %d: %w", deviceID, err)
 	}

@@ -64,6 +64,11 @@ type Store struct {
 	// Multi-row inserts by number of rows, prepared once on the write
 	// connection and reused by every AppendReadings transaction.
 	insReadings map[int]*sql.Stmt
+	// The device index (device_index.go): the writer's state, and its
+	// inserts of pairs by chunk size and the mark's update.
+	idx         deviceIndex
+	insPairs    map[int]*sql.Stmt
+	raiseMark   *sql.Stmt
 	insHearings map[int]*sql.Stmt
 	// The statements of reading spans (spans.go), and the IDs a span
 	// covers at most (spanIDs; smaller in tests).
@@ -192,6 +197,16 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	s.spanIDs = spanIDs
+	if s.insPairs, err = prepareInserts(ctx, s.w, maxChunkPairs, insertPairsSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.raiseMark, err = s.w.PrepareContext(ctx, raiseMarkSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	s.idx.every, s.idx.slice = devIndexEvery, devIndexSlice
+	if err := s.indexTail(ctx); err != nil {
+		return fmt.Errorf("sqlite: device index of %s: %w", abs, err)
+	}
 	s.r, err = sql.Open("sqlite", abs+"?"+common+"&_query_only=1")
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
@@ -426,12 +441,12 @@ func (s *Store) closeAll() error {
 	if s.dbFile != nil {
 		errs = append(errs, s.dbFile.Close())
 	}
-	for _, stmts := range []map[int]*sql.Stmt{s.insReadings, s.insHearings} {
+	for _, stmts := range []map[int]*sql.Stmt{s.insReadings, s.insHearings, s.insPairs} {
 		for _, st := range stmts {
 			errs = append(errs, st.Close())
 		}
 	}
-	for _, st := range []*sql.Stmt{s.extendSpan, s.newSpan} {
+	for _, st := range []*sql.Stmt{s.extendSpan, s.newSpan, s.raiseMark} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -1,0 +1,177 @@
+package sqlite
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/signet-io/signet/internal/store"
+	"github.com/signet-io/signet/internal/wire"
+)
+
+// TestDeviceIndex: with batches that start at every append and take two
+// pairs at a time, so that readings sit below the mark, in a batch part
+// inserted and above it, a device's pages (through every cursor, with and
+// without a time range) and its last reading are what the readings table
+// holds; every reading up to the mark has its pair; and a store reopened
+// after its writer's pairs in memory were lost indexes every reading.
+func TestDeviceIndex(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "idx.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := range 6 {
+		var key wire.PublicKey
+		key[0], key[31] = byte(i), 2
+		id, err := s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	s.idx.every, s.idx.slice = 0, 2
+	rng := rand.New(rand.NewPCG(7, 8))
+	base := int64(1_700_000_000_000)
+	next := make([]uint64, len(ids))
+
+	check := func(when string) {
+		t.Helper()
+		var mark, missing int64
+		if err := s.r.QueryRowContext(ctx, `SELECT mark FROM device_readings_mark`).Scan(&mark); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE id <= ?
+			AND NOT EXISTS (SELECT 1 FROM device_readings WHERE dev = device_id AND rid = id)`, mark).Scan(&missing); err != nil {
+			t.Fatal(err)
+		}
+		if missing > 0 {
+			t.Fatalf("%s: %d readings up to the mark %d have no pair", when, missing, mark)
+		}
+		for _, dev := range ids {
+			var want []int64
+			var recv []int64
+			rows, err := s.r.QueryContext(ctx, `SELECT id, received FROM readings WHERE device_id = ? ORDER BY id`, dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var id, rx int64
+				if err := rows.Scan(&id, &rx); err != nil {
+					t.Fatal(err)
+				}
+				want, recv = append(want, id), append(recv, rx)
+			}
+			rows.Close()
+			// Every page of three, from each cursor.
+			var got []int64
+			after := int64(0)
+			for {
+				page, err := s.Readings(ctx, store.ReadingQuery{ProjectID: "p", DeviceID: dev, AfterID: after, Limit: 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range page {
+					if r.DeviceID != dev {
+						t.Fatalf("%s: device %d's page holds reading %d of device %d", when, dev, r.ID, r.DeviceID)
+					}
+					got = append(got, r.ID)
+				}
+				if len(page) < 3 {
+					break
+				}
+				after = page[len(page)-1].ID
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: device %d (mark %d): pages %v, want %v", when, dev, mark, got, want)
+			}
+			// A time range: the readings received in it, in ID order.
+			from, to := base+rng.Int64N(60), base+rng.Int64N(120)
+			var inRange []int64
+			for i, id := range want {
+				if recv[i] >= from && recv[i] < to {
+					inRange = append(inRange, id)
+				}
+			}
+			got = nil
+			after = 0
+			for {
+				page, err := s.Readings(ctx, store.ReadingQuery{ProjectID: "p", DeviceID: dev, AfterID: after, Limit: 2,
+					From: time.UnixMilli(from), To: time.UnixMilli(max(from, to))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range page {
+					got = append(got, r.ID)
+				}
+				if len(page) < 2 {
+					break
+				}
+				after = page[len(page)-1].ID
+			}
+			if to <= from {
+				inRange = nil
+			}
+			if !slices.Equal(got, inRange) {
+				t.Fatalf("%s: device %d, received in [%d, %d) (mark %d): %v, want %v", when, dev, from-base, to-base, mark, got, inRange)
+			}
+			last, err := s.LastReading(ctx, dev)
+			switch {
+			case len(want) == 0 && err == nil:
+				t.Fatalf("%s: device %d has no reading, but a last one: %d", when, dev, last.ID)
+			case len(want) > 0 && (err != nil || last.ID != want[len(want)-1]):
+				t.Fatalf("%s: device %d's last reading %d (%v), want %d", when, dev, last.ID, err, want[len(want)-1])
+			}
+		}
+	}
+
+	check("empty")
+	for b := range 40 {
+		var batch []store.Reading
+		for range 1 + rng.IntN(6) {
+			d := rng.IntN(len(ids) - 1) // the last device never sends
+			seq := next[d] + 1
+			if next[d] > 2 && rng.IntN(5) == 0 {
+				seq = 1 + rng.Uint64N(next[d]) // a repeat: not stored again
+			} else {
+				next[d] = seq
+			}
+			// Received times mostly follow IDs; some readings come late.
+			rx := base + int64(b)*3 - rng.Int64N(2)*rng.Int64N(40)
+			batch = append(batch, store.Reading{DeviceID: ids[d], ProjectID: "p", Seq: seq, Received: time.UnixMilli(max(base, rx)), Raw: []byte{1}})
+		}
+		if _, err := s.AppendReadings(ctx, store.Append{Readings: batch}); err != nil {
+			t.Fatal(err)
+		}
+		check("after append " + string(rune('0'+b%10)))
+	}
+	var above int64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE id > (SELECT mark FROM device_readings_mark)`).Scan(&above); err != nil {
+		t.Fatal(err)
+	}
+	if above == 0 {
+		t.Fatal("every reading is below the mark: the test never read a device's readings above it")
+	}
+	// The writer's pairs in memory are lost with it; opening the store
+	// again indexes every reading.
+	s.Close()
+	if s, err = Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE id > (SELECT mark FROM device_readings_mark)
+		OR NOT EXISTS (SELECT 1 FROM device_readings WHERE dev = device_id AND rid = id)`).Scan(&above); err != nil {
+		t.Fatal(err)
+	}
+	if above != 0 {
+		t.Fatalf("reopened: %d readings above the mark or without a pair", above)
+	}
+	check("reopened")
+}
