@@ -64,19 +64,19 @@ const (
 // need not sort them.
 type page struct {
 	from, where, order string
-	// inner, if set, orders the rows of from in place of order (a
-	// column of from's first table that equals the reading's ID).
-	inner string
-	args  []any
+	// id, if set, is the reading's ID taken from from's first table (the
+	// device index's rid), so that SQLite sees the rows come in its order.
+	id   string
+	args []any
 }
 
 func (p page) sql() string {
 	return `SELECT r.id, r.device_id, r.project_id, r.seq, r.device_time, r.received, r.kind, r.value,
 			r.name, r.unit, r.pour, r.sealed, r.raw, h.relay_id, h.received, h.rssi, h.snr,
 			r.heard_relay, r.heard_received, r.heard_rssi, r.heard_snr
-		FROM (SELECT id, device_id, project_id, seq, device_time, received, kind, value,
+		FROM (SELECT ` + cmp.Or(p.id, "id") + ` AS id, device_id, project_id, seq, device_time, received, kind, value,
 				name, unit, pour, sealed, raw, heard_relay, heard_received, heard_rssi, heard_snr
-			FROM ` + p.from + ` WHERE ` + p.where + ` ORDER BY ` + cmp.Or(p.inner, p.order) + ` LIMIT ?) AS r
+			FROM ` + p.from + ` WHERE ` + p.where + ` ORDER BY ` + p.order + ` LIMIT ?) AS r
 		LEFT JOIN hearings AS h ON h.device_id = r.device_id AND h.seq = r.seq
 		ORDER BY r.` + p.order
 }
@@ -188,7 +188,7 @@ func (rq *rangeQuery) walkPage(after, upTo int64, limit int) page {
 func (rq *rangeQuery) indexedPage(after, upTo int64, limit int) page {
 	where, args := rq.where(after, upTo)
 	return page{from: "device_readings CROSS JOIN readings ON id = rid", where: "dev = ? AND rid > ? AND rid <= ? AND " + where,
-		order: "id", inner: "rid", args: append(append([]any{rq.device, after, upTo}, args...), limit)}
+		order: "id", id: "rid", args: append(append([]any{rq.device, after, upTo}, args...), limit)}
 }
 
 // tailPage reads up to limit readings of a device in ID order from after,

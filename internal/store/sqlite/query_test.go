@@ -140,14 +140,10 @@ func TestRangeQueryPlans(t *testing.T) {
 	// A device's readings up to the device index's mark: the index from
 	// the cursor, each reading by its ID.
 	rq, _ := newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[1], From: from, To: to})
-	// The page is chosen in order (no sort before its limit); only its
-	// rows are sorted again after it, by their ID.
-	inner := func(plan string) string { before, _, _ := strings.Cut(plan, "SCAN r\n"); return before }
 	p := rq.indexedPage(5, 500, 100)
 	got = plan(p.sql(), p.args)
 	has("device range", got, "SEARCH device_readings USING PRIMARY KEY (dev=? AND rid>? AND rid<?)", "USING INTEGER PRIMARY KEY (rowid=?)")
-	lacks("device range", got, "SCAN readings", "SCAN device_readings", "sqlite_autoindex_readings")
-	lacks("device range", inner(got), "TEMP B-TREE")
+	lacks("device range", got, "SCAN readings", "SCAN device_readings", "sqlite_autoindex_readings", "TEMP B-TREE")
 	// Above the mark: the readings by ID, never the device's unique key.
 	p = rq.tailPage(500, 0, 100)
 	got = plan(p.sql(), p.args)
@@ -158,8 +154,7 @@ func TestRangeQueryPlans(t *testing.T) {
 	p = rq.indexedPage(0, 500, 100)
 	got = plan(p.sql(), p.args)
 	has("device page", got, "SEARCH device_readings USING PRIMARY KEY (dev=? AND rid>? AND rid<?)")
-	lacks("device page", got, "SCAN readings", "SCAN device_readings")
-	lacks("device page", inner(got), "TEMP B-TREE")
+	lacks("device page", got, "SCAN readings", "SCAN device_readings", "TEMP B-TREE")
 }
 
 // TestSpanSlackMatchesIndex: the slack of the late spans' partial index

@@ -390,7 +390,7 @@ func (s *Store) LastReading(ctx context.Context, deviceID int64) (store.Reading,
 		where: "id > (SELECT mark FROM device_readings_mark) AND device_id = ?", order: "id DESC", args: []any{deviceID, 1}})
 	if err == nil && len(out) == 0 {
 		out, err = s.queryReadings(ctx, page{from: "device_readings CROSS JOIN readings ON id = rid",
-			where: "dev = ?", order: "id DESC", inner: "rid DESC", args: []any{deviceID, 1}})
+			where: "dev = ?", order: "id DESC", id: "rid", args: []any{deviceID, 1}})
 	}
 	if err != nil {
 		return store.Reading{}, fmt.Errorf("sqlite: last reading of device %d: %w", deviceID, err)
