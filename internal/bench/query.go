@@ -147,6 +147,10 @@ func generateReadings(ctx context.Context, path string, devices, total int, prog
 	if err := sqlite.BuildReadingSpans(ctx, db); err != nil {
 		return q, err
 	}
+	// And their device index (migration 00010).
+	if err := sqlite.BuildDeviceIndex(ctx, db); err != nil {
+		return q, err
+	}
 	// Leave the file as the server expects it: WAL, statistics fresh.
 	for _, s := range []string{"PRAGMA journal_mode=WAL", "ANALYZE"} {
 		if _, err := db.ExecContext(ctx, s); err != nil {
