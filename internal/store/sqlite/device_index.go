@@ -75,9 +75,10 @@ func insertPairsSQL(n int) string {
 // raiseMarkSQL moves the mark forward, never back.
 const raiseMarkSQL = `UPDATE device_readings_mark SET mark = max(mark, ?)`
 
-// advance inserts the next slice of the device index's batch in tx (the
-// append's transaction, which stores appended readings, the n readings
-// the append was given) and returns the state to record once tx commits.
+// advanceDeviceIndex inserts the next slice of the device index's batch in
+// tx, the transaction of an append that was given n readings and stored
+// stored of them, adds those to the pending pairs, and returns the state
+// to record once tx commits (st itself is left as it was).
 func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexState, stored []store.Reading, n int, now time.Time) (devIndexState, error) {
 	if st.done == len(st.batch) && len(st.pending) > 0 &&
 		(now.Sub(st.since) >= s.idx.every || len(st.pending) >= devIndexMax) {
