@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -151,7 +152,7 @@ func TestDeviceIndex(t *testing.T) {
 		if _, err := s.AppendReadings(ctx, store.Append{Readings: batch}); err != nil {
 			t.Fatal(err)
 		}
-		check("after append " + string(rune('0'+b%10)))
+		check(fmt.Sprintf("after append %d", b))
 	}
 	var above int64
 	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE id > (SELECT mark FROM device_readings_mark)`).Scan(&above); err != nil {
