@@ -29,8 +29,8 @@ import (
 // the last of a batch moves the mark to the batch's highest ID: the batch
 // holds every reading above the old mark up to there. Pairs above the
 // mark that a crash loses are added back when the store is next opened
-// (indexTail). Only one process appends readings to a store (the server);
-// others may open it, and their indexTail only moves the mark forward
+// (BuildDeviceIndex). Only one process appends readings to a store (the server);
+// others may open it, and their Open only moves the mark forward
 // over pairs it inserted itself.
 const (
 	devIndexEvery = 250 * time.Millisecond
@@ -120,18 +120,12 @@ func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexS
 	return st, nil
 }
 
-// indexTail adds the pairs of every reading above the mark and moves the
-// mark to the highest reading, in one transaction: on Open, for readings
-// whose pairs a crash lost or that were written by other means.
-func (s *Store) indexTail(ctx context.Context) error {
-	return BuildDeviceIndex(ctx, s.w)
-}
-
 // BuildDeviceIndex adds the device index's pairs of every reading above
-// its mark and moves the mark to the highest reading, in one transaction,
-// as opening the store does. It is for a file whose readings were written
-// around the store (the bench's bulk generator), so that the store's
-// first Open does not write them all to its WAL.
+// its mark and moves the mark to the highest reading, in one transaction.
+// Open runs it, for readings whose pairs a crash lost or that were written
+// by other means; a file whose readings were written around the store
+// (the bench's bulk generator) runs it before, so that the store's first
+// Open does not write them all to its WAL.
 func BuildDeviceIndex(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/signet-io/signet/internal/store"
-	"github.com/signet-io/signet/internal/wire"
 )
 
 // TestDeviceIndex: with batches that start at every append and take two
@@ -21,24 +20,7 @@ import (
 func TestDeviceIndex(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "idx.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { s.Close() }()
-	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "p"}); err != nil {
-		t.Fatal(err)
-	}
-	var ids []int64
-	for i := range 6 {
-		var key wire.PublicKey
-		key[0], key[31] = byte(i), 2
-		id, err := s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	s, ids := devicesStore(t, path, 6)
 	s.idx.every, s.idx.slice = 0, 2
 	rng := rand.New(rand.NewPCG(7, 8))
 	base := int64(1_700_000_000_000)
@@ -164,9 +146,11 @@ func TestDeviceIndex(t *testing.T) {
 	// The writer's pairs in memory are lost with it; opening the store
 	// again indexes every reading.
 	s.Close()
-	if s, err = Open(ctx, path); err != nil {
+	s, err := Open(ctx, path)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
 	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE id > (SELECT mark FROM device_readings_mark)
 		OR NOT EXISTS (SELECT 1 FROM device_readings WHERE dev = device_id AND rid = id)`).Scan(&above); err != nil {
 		t.Fatal(err)

@@ -223,21 +223,29 @@ func perfStoreB(b *testing.B) (*Store, []int64) {
 // devices in it, for benchmarks; it returns the devices' IDs.
 func benchStore(b *testing.B, devices int) (*Store, []int64) {
 	b.Helper()
-	ctx := b.Context()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	return devicesStore(b, filepath.Join(b.TempDir(), "bench.db"), devices)
+}
+
+// devicesStore opens the store at path (closed when the test ends) with
+// project "p" and the given number of devices in it, and returns the
+// devices' IDs.
+func devicesStore(tb testing.TB, path string, devices int) (*Store, []int64) {
+	tb.Helper()
+	ctx := tb.Context()
+	s, err := Open(ctx, path)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { s.Close() })
+	tb.Cleanup(func() { s.Close() })
 	if err := s.CreateProject(ctx, store.Project{ID: "p", Name: "bench"}); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ids := make([]int64, devices)
 	for i := range ids {
 		var key wire.PublicKey
 		key[0], key[1], key[31] = byte(i), byte(i>>8), 1
 		if ids[i], err = s.CreateDevice(ctx, store.Device{ProjectID: "p", PublicKey: key, Enabled: true}); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 	return s, ids

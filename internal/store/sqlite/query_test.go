@@ -349,7 +349,7 @@ func BenchmarkRangeQuery(b *testing.B) {
 	if err := BuildReadingSpans(ctx, s.w); err != nil {
 		b.Fatal(err)
 	}
-	if err := s.indexTail(ctx); err != nil {
+	if err := BuildDeviceIndex(ctx, s.w); err != nil {
 		b.Fatal(err)
 	}
 	// Statistics as the bench leaves them, and the WAL copied now rather

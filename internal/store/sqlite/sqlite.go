@@ -204,7 +204,7 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	s.idx.every, s.idx.slice = devIndexEvery, devIndexSlice
-	if err := s.indexTail(ctx); err != nil {
+	if err := BuildDeviceIndex(ctx, s.w); err != nil {
 		return fmt.Errorf("sqlite: device index of %s: %w", abs, err)
 	}
 	s.r, err = sql.Open("sqlite", abs+"?"+common+"&_query_only=1")
