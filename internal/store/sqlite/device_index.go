@@ -13,73 +13,292 @@ import (
 	"github.com/signet-io/signet/internal/store"
 )
 
-// The device index: device_readings holds a (device, reading ID) pair for
-// every reading up to device_readings_mark, and a device's readings in ID
-// order are read through it up to the mark and by ID after it (migration
-// 00010). The writer fills it late and in device order, so that with a
-// thousand devices each device's leaf page is written once a period
+// The device index: device_readings holds a (device, reading ID,
+// sequence) row for every reading up to device_readings_mark, and a
+// device's readings in ID order are read through it up to the mark and by
+// ID after it (migration 00010). Its unique index on (device, sequence)
+// is the store's guard of exactly-once storage up to the mark (migration
+// 00011). The writer fills it late and in device order, so that with a
+// thousand devices each device's leaf pages are written once a period
 // rather than in every commit that holds one of its readings.
 //
-// The writer keeps the pairs of the readings it stored above the mark in
-// memory. Once the oldest has waited devIndexEvery (or devIndexMax have
-// gathered), the next append sorts them all by device into a batch, and
-// that append and the ones after it each insert a slice of the batch, at
-// least devIndexSlice pairs and at least twice the readings the append
+// The writer keeps the rows of the readings above the mark in memory:
+// those it stored, and those another process stored, which it reads back
+// whenever the table's highest ID is above the highest it knows (last).
+// A new reading is refused as stored already when its (device, sequence)
+// is among them (deviceIndex.above) or in the table; both are checked in
+// the append's transaction, under SQLite's write lock.
+//
+// Once the oldest pending row has waited devIndexEvery (or devIndexMax
+// have gathered), the next append sorts them all by device into a batch,
+// and that append and the ones after it each insert a slice of the batch,
+// at least devIndexSlice rows and at least twice the readings the append
 // stores, so the batches keep up with any rate. The append that inserts
 // the last of a batch moves the mark to the batch's highest ID: the batch
-// holds every reading above the old mark up to there. Pairs above the
-// mark that a crash loses are added back when the store is next opened
-// (BuildDeviceIndex). Only one process appends readings to a store (the server);
-// others may open it, and their Open only moves the mark forward
-// over pairs it inserted itself.
+// holds every reading above the old mark up to there. Rows above the mark
+// that a crash loses are added back when the store is next opened
+// (BuildDeviceIndex).
 const (
-	devIndexEvery = 250 * time.Millisecond
-	devIndexMax   = 1 << 16
-	devIndexSlice = 256
-	maxChunkPairs = 256 // × 2 parameters
+	devIndexEvery   = 250 * time.Millisecond
+	devIndexMax     = 1 << 16
+	devIndexSlice   = 256
+	maxChunkPairs   = 256 // × 3 parameters
+	maxChunkLookups = 64  // × 2 parameters
 )
 
-// devRead is a stored reading's device and ID.
-type devRead struct{ dev, id int64 }
+// devSeq is a reading's device and sequence: what is stored once.
+type devSeq struct {
+	dev int64
+	seq uint64
+}
+
+// devRead is a stored reading's device, sequence and ID.
+type devRead struct {
+	devSeq
+	id int64
+}
 
 // devIndexState is the writer's part of the device index: pending is the
-// pairs above the mark not in batch, in ID order, the oldest stored at
-// since; batch is the pairs being inserted, by device then ID, done of
-// them inserted, top the highest ID among them. Every reading above the
-// mark has its pair in pending, in batch or in the table already.
+// rows above the mark not in batch, in ID order, the oldest stored at
+// since; batch is the rows being inserted, by device then ID, done of them
+// inserted, top the highest ID among them; last is the highest reading ID
+// the writer has seen. Every reading above the mark up to last has its row
+// in pending, in batch or in the table already.
 type devIndexState struct {
 	pending []devRead
 	since   time.Time
 	batch   []devRead
 	done    int
 	top     int64
+	last    int64
 }
 
-// deviceIndex guards devIndexState from the start of an append's
-// transaction until its commit has been recorded (advance, then commit,
-// then record), so that no append plans from a state another has
+// deviceIndex guards devIndexState and above from the start of an
+// append's transaction until its commit has been recorded (advance, then
+// commit, then record), so that no append plans from a state another has
 // changed.
 type deviceIndex struct {
 	mu    sync.Mutex
 	state devIndexState
+	// above holds the (device, sequence) of every row in state.pending and
+	// state.batch. high holds, for the devices whose readings were
+	// appended since Open, a sequence at least as high as any of the
+	// device's in the table but not in above: a reading above it needs no
+	// lookup. It costs some 30 bytes per device that sent.
+	above map[devSeq]struct{}
+	high  map[int64]uint64
 	// devIndexEvery and devIndexSlice; tests make them smaller.
 	every time.Duration
 	slice int
 }
 
+// indexStep is what an append did to the device index, to record once
+// its transaction commits: the state after it, the rows it added to
+// pending, the rows it inserted into the table, and the batch it
+// finished, if it did.
+type indexStep struct {
+	state                    devIndexState
+	added, inserted, retired []devRead
+}
+
+// record makes the state after an append's commit: above gains the rows
+// added and loses those retired, and high rises with the rows inserted.
+func (x *deviceIndex) record(step indexStep) {
+	x.state = step.state
+	for _, r := range step.added {
+		x.above[r.devSeq] = struct{}{}
+	}
+	for _, r := range step.inserted {
+		if h, ok := x.high[r.dev]; ok && r.seq > h {
+			x.high[r.dev] = r.seq
+		}
+	}
+	for _, r := range step.retired {
+		delete(x.above, r.devSeq)
+	}
+}
+
+// lookupSeqsSQL finds which of n (device, sequence) pairs the table has,
+// one probe of its unique index each.
+func lookupSeqsSQL(n int) string {
+	return `SELECT dev, dseq FROM (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ") + `) AS v
+		CROSS JOIN device_readings ON dev = v.column1 AND dseq = v.column2`
+}
+
+// lastIDSQL is the highest reading ID; foreignSQL the readings above one,
+// which another process stored.
+const (
+	lastIDSQL  = `SELECT coalesce(max(id), 0) FROM readings`
+	foreignSQL = `SELECT device_id, seq, id FROM readings WHERE id > ? ORDER BY id`
+)
+
+// foreignReadings returns the readings another process stored after the
+// highest ID the writer has seen, last, in ID order.
+func (s *Store) foreignReadings(ctx context.Context, tx *sql.Tx, last int64) ([]devRead, error) {
+	var top int64
+	if err := tx.StmtContext(ctx, s.lastID).QueryRowContext(ctx).Scan(&top); err != nil {
+		return nil, fmt.Errorf("highest reading: %w", err)
+	}
+	if top <= last {
+		return nil, nil
+	}
+	rows, err := tx.QueryContext(ctx, foreignSQL, last)
+	if err != nil {
+		return nil, fmt.Errorf("readings another process stored: %w", err)
+	}
+	defer rows.Close()
+	var out []devRead
+	for rows.Next() {
+		var r devRead
+		var seq int64
+		if err := rows.Scan(&r.dev, &seq, &r.id); err != nil {
+			return nil, fmt.Errorf("readings another process stored: %w", err)
+		}
+		r.seq = uint64(seq)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("readings another process stored: %w", err)
+	}
+	return out, nil
+}
+
+// storedAlready reports, for each of rs, whether its (device, sequence) is
+// stored already: above the mark (x.above, or foreign), in the device
+// index, or earlier in rs. Only a reading at or below its device's high
+// sequence is looked up in the table.
+func (s *Store) storedAlready(ctx context.Context, tx *sql.Tx, rs []store.Reading, foreign []devRead) ([]bool, error) {
+	dup := make([]bool, len(rs))
+	seen := make(map[devSeq]struct{}, len(rs)+len(foreign))
+	for _, f := range foreign {
+		seen[f.devSeq] = struct{}{}
+	}
+	var unknown []int64 // devices without a high sequence yet, once each
+	unknownSet := make(map[int64]struct{})
+	ask := make([]int, 0, len(rs))
+	for i, r := range rs {
+		k := devSeq{r.DeviceID, r.Seq}
+		if _, ok := s.idx.above[k]; ok {
+			dup[i] = true
+			continue
+		}
+		if _, ok := seen[k]; ok {
+			dup[i] = true
+			continue
+		}
+		seen[k] = struct{}{}
+		h, ok := s.idx.high[r.DeviceID]
+		if !ok {
+			if _, ok := unknownSet[r.DeviceID]; !ok {
+				unknownSet[r.DeviceID] = struct{}{}
+				unknown = append(unknown, r.DeviceID)
+			}
+			ask = append(ask, i)
+		} else if r.Seq <= h {
+			ask = append(ask, i)
+		}
+	}
+	if err := s.loadHigh(ctx, tx, unknown); err != nil {
+		return nil, fmt.Errorf("device index: high sequences: %w", err)
+	}
+	// The readings of devices that were unknown: now known.
+	ask = slices.DeleteFunc(ask, func(i int) bool { return rs[i].Seq > s.idx.high[rs[i].DeviceID] })
+	args := make([]any, 0, 2*min(len(ask), maxChunkLookups))
+	for i := 0; i < len(ask); {
+		n := chunk(len(ask)-i, maxChunkLookups)
+		part := ask[i : i+n]
+		args = args[:0]
+		for _, j := range part {
+			args = append(args, rs[j].DeviceID, int64(rs[j].Seq))
+		}
+		if err := s.lookUp(ctx, tx, n, args, func(k devSeq) {
+			for _, j := range part {
+				if rs[j].DeviceID == k.dev && rs[j].Seq == k.seq {
+					dup[j] = true
+				}
+			}
+		}); err != nil {
+			return nil, fmt.Errorf("device index: look up: %w", err)
+		}
+		i += n
+	}
+	return dup, nil
+}
+
+// highSeqsSQL is the highest sequence in the table of each of n devices.
+func highSeqsSQL(n int) string {
+	return `SELECT v.column1, (SELECT coalesce(max(dseq), 0) FROM device_readings WHERE dev = v.column1)
+		FROM (VALUES ` + strings.TrimSuffix(strings.Repeat("(?), ", n), ", ") + `) AS v`
+}
+
+// loadHigh sets the high sequence of each of devs to the highest of its
+// sequences in the table. Whatever tx does after, that stays true of the
+// table as committed, so it is kept even if tx is rolled back.
+func (s *Store) loadHigh(ctx context.Context, tx *sql.Tx, devs []int64) error {
+	args := make([]any, 0, min(len(devs), maxChunkLookups))
+	for i := 0; i < len(devs); {
+		n := chunk(len(devs)-i, maxChunkLookups)
+		args = args[:0]
+		for _, d := range devs[i : i+n] {
+			args = append(args, d)
+		}
+		if err := func() error {
+			rows, err := tx.StmtContext(ctx, s.highSeqs[n]).QueryContext(ctx, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var dev, high int64
+				if err := rows.Scan(&dev, &high); err != nil {
+					return err
+				}
+				s.idx.high[dev] = uint64(high)
+			}
+			return rows.Err()
+		}(); err != nil {
+			return err
+		}
+		i += n
+	}
+	return nil
+}
+
+// lookUp runs the lookup of n pairs and calls found with each the table
+// has (rarely any: a device's resent reading that ingest had not seen).
+func (s *Store) lookUp(ctx context.Context, tx *sql.Tx, n int, args []any, found func(devSeq)) error {
+	rows, err := tx.StmtContext(ctx, s.lookupSeqs[n]).QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k devSeq
+		var seq int64
+		if err := rows.Scan(&k.dev, &seq); err != nil {
+			return err
+		}
+		k.seq = uint64(seq)
+		found(k)
+	}
+	return rows.Err()
+}
+
 func insertPairsSQL(n int) string {
-	return `INSERT OR IGNORE INTO device_readings (dev, rid) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
+	return `INSERT OR IGNORE INTO device_readings (dev, rid, dseq) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", n), ", ")
 }
 
 // raiseMarkSQL moves the mark forward, never back.
 const raiseMarkSQL = `UPDATE device_readings_mark SET mark = max(mark, ?)`
 
 // advanceDeviceIndex inserts the next slice of the device index's batch in
-// tx, the transaction of an append that was given n readings and stored
-// stored of them, adds those to the pending pairs, and returns the state
-// to record once tx commits (st itself is left as it was).
-func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexState, stored []store.Reading, n int, now time.Time) (devIndexState, error) {
+// tx, the transaction of an append that was given n readings, found
+// foreign (readings another process stored) and stored stored, and adds
+// those two to the pending rows. It returns the step to record once tx
+// commits (st itself is left as it was).
+func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexState, foreign []devRead, stored []store.Reading, n int, now time.Time) (indexStep, error) {
+	var step indexStep
 	if st.done == len(st.batch) && len(st.pending) > 0 &&
 		(now.Sub(st.since) >= s.idx.every || len(st.pending) >= devIndexMax) {
 		st.top = st.pending[len(st.pending)-1].id
@@ -91,57 +310,76 @@ func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexS
 	}
 	if st.done < len(st.batch) {
 		slice := st.batch[st.done : st.done+min(len(st.batch)-st.done, max(s.idx.slice, 2*n))]
-		args := make([]any, 0, 2*min(len(slice), maxChunkPairs))
+		args := make([]any, 0, 3*min(len(slice), maxChunkPairs))
 		for i := 0; i < len(slice); {
 			k := chunk(len(slice)-i, maxChunkPairs)
 			args = args[:0]
 			for _, p := range slice[i : i+k] {
-				args = append(args, p.dev, p.id)
+				args = append(args, p.dev, p.id, int64(p.seq))
 			}
 			if _, err := tx.StmtContext(ctx, s.insPairs[k]).ExecContext(ctx, args...); err != nil {
-				return st, fmt.Errorf("device index: %w", err)
+				return step, fmt.Errorf("device index: %w", err)
 			}
 			i += k
 		}
 		st.done += len(slice)
+		step.inserted = slice
 		if st.done == len(st.batch) {
 			if _, err := tx.StmtContext(ctx, s.raiseMark).ExecContext(ctx, st.top); err != nil {
-				return st, fmt.Errorf("device index: mark: %w", err)
+				return step, fmt.Errorf("device index: mark: %w", err)
 			}
+			step.retired = st.batch
 			st.batch, st.done = nil, 0
 		}
 	}
+	added := make([]devRead, 0, len(foreign)+len(stored))
+	added = append(added, foreign...)
 	for _, r := range stored {
+		added = append(added, devRead{devSeq{r.DeviceID, r.Seq}, r.ID})
+	}
+	if len(added) > 0 {
 		if len(st.pending) == 0 {
 			st.since = now
 		}
-		st.pending = append(st.pending, devRead{r.DeviceID, r.ID})
+		st.pending = append(st.pending, added...)
+		st.last = max(st.last, added[len(added)-1].id)
 	}
-	return st, nil
+	step.state, step.added = st, added
+	return step, nil
 }
 
-// BuildDeviceIndex adds the device index's pairs of every reading above
+// BuildDeviceIndex adds the device index's rows of every reading above
 // its mark and moves the mark to the highest reading, in one transaction.
-// Open runs it, for readings whose pairs a crash lost or that were written
+// Open runs it, for readings whose rows a crash lost or that were written
 // by other means; a file whose readings were written around the store
 // (the bench's bulk generator) runs it before, so that the store's first
 // Open does not write them all to its WAL.
 func BuildDeviceIndex(ctx context.Context, db *sql.DB) error {
+	_, err := buildDeviceIndex(ctx, db)
+	return err
+}
+
+// buildDeviceIndex is BuildDeviceIndex; it returns the highest reading ID,
+// up to which the table is now complete.
+func buildDeviceIndex(ctx context.Context, db *sql.DB) (int64, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer tx.Rollback()
-	var mark int64
+	var mark, top int64
 	if err := tx.QueryRowContext(ctx, `SELECT mark FROM device_readings_mark`).Scan(&mark); err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO device_readings (dev, rid)
-		SELECT device_id, id FROM readings WHERE id > ? ORDER BY device_id, id`, mark); err != nil {
-		return err
+	if err := tx.QueryRowContext(ctx, lastIDSQL).Scan(&top); err != nil {
+		return 0, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE device_readings_mark SET mark = max(mark, (SELECT coalesce(max(id), 0) FROM readings))`); err != nil {
-		return err
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO device_readings (dev, rid, dseq)
+		SELECT device_id, id, seq FROM readings WHERE id > ? AND id <= ? ORDER BY device_id, id`, mark, top); err != nil {
+		return 0, err
 	}
-	return tx.Commit()
+	if _, err := tx.ExecContext(ctx, raiseMarkSQL, top); err != nil {
+		return 0, err
+	}
+	return top, tx.Commit()
 }

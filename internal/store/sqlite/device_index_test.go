@@ -160,3 +160,82 @@ func TestDeviceIndex(t *testing.T) {
 	}
 	check("reopened")
 }
+
+// TestStoredOnce: a reading's (device, sequence) is stored once, whether
+// its first copy is below the device index's mark, in a batch part
+// inserted, pending above the mark, earlier in the same append, or was
+// stored by another process writing the same file (a second Store here,
+// with its own connections and memory). Both stores take turns with
+// appends of new readings and repeats of any stored one; each append
+// must return exactly the readings new to the file, and the file must
+// hold each (device, sequence) once.
+func TestStoredOnce(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "once.db")
+	first, ids := devicesStore(t, path, 5)
+	second, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { second.Close() })
+	for _, s := range []*Store{first, second} {
+		s.idx.every, s.idx.slice = 0, 3
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	next := make([]uint64, len(ids))
+	stored := make(map[devSeq]bool)
+	var repeats, sameAppend int
+	for b := range 60 {
+		s := first
+		if rng.IntN(3) == 0 {
+			s = second
+		}
+		var batch []store.Reading
+		var want []devSeq
+		inBatch := make(map[devSeq]bool)
+		for range 1 + rng.IntN(8) {
+			d := rng.IntN(len(ids))
+			seq := next[d] + 1
+			if next[d] > 0 && rng.IntN(3) == 0 {
+				seq = 1 + rng.Uint64N(next[d]) // a repeat
+			} else {
+				next[d] = seq
+			}
+			k := devSeq{ids[d], seq}
+			switch {
+			case stored[k]:
+				repeats++
+			case inBatch[k]:
+				sameAppend++
+			default:
+				want = append(want, k)
+			}
+			inBatch[k] = true
+			batch = append(batch, store.Reading{DeviceID: ids[d], ProjectID: "p", Seq: seq, Received: time.UnixMilli(1_700_000_000_000 + int64(b)), Raw: []byte{1}})
+		}
+		got, err := s.AppendReadings(ctx, store.Append{Readings: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotKeys []devSeq
+		for _, r := range got {
+			gotKeys = append(gotKeys, devSeq{r.DeviceID, r.Seq})
+		}
+		if !slices.Equal(gotKeys, want) {
+			t.Fatalf("append %d: stored %v, want %v", b, gotKeys, want)
+		}
+		for _, k := range want {
+			stored[k] = true
+		}
+	}
+	if repeats < 20 || sameAppend == 0 {
+		t.Fatalf("%d repeats of stored readings and %d within an append: the test did not mount what it names", repeats, sameAppend)
+	}
+	var n, distinct int
+	if err := first.r.QueryRowContext(ctx, `SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM readings)) FROM readings`).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(stored) || distinct != n {
+		t.Fatalf("%d readings stored, %d distinct; want %d once each", n, distinct, len(stored))
+	}
+}

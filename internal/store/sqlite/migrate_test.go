@@ -216,3 +216,89 @@ func TestMigrationReadingSpans(t *testing.T) {
 		t.Fatalf("after Down, %d reading_spans objects (%v)", n, err)
 	}
 }
+
+// TestMigrationDeviceSeqKey: migration 00011 moves the unique key on
+// (device, sequence) from readings to device_readings, which it fills
+// with every reading's sequence up to a mark at the highest ID; readings,
+// their IDs and the ID sequence are kept. Down puts the key back on
+// readings.
+func TestMigrationDeviceSeqKey(t *testing.T) {
+	ctx := t.Context()
+	_, db, p := migrationProvider(t)
+	if _, err := p.UpTo(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(q string) error {
+		_, err := db.ExecContext(ctx, q)
+		return err
+	}
+	for _, q := range []string{
+		`INSERT INTO projects (id, name, created) VALUES ('p', 'p', 0)`,
+		`INSERT INTO devices (id, project_id, public_key, name, enabled, created) VALUES (1, 'p', x'01', 'a', 1, 0), (2, 'p', x'02', 'b', 1, 0)`,
+		`INSERT INTO readings (device_id, project_id, seq, received, kind, value, name, unit, raw)
+			VALUES (1, 'p', 1, 10, 1, 2.5, 'n', 'u', x'a0'), (2, 'p', 1, 20, 1, 3.5, 'n', 'u', NULL),
+			       (1, 'p', 2, 30, 1, 4.5, 'n', 'u', x'a1'), (1, 'p', 3, 40, 1, 5.5, 'n', 'u', NULL)`,
+		`DELETE FROM readings WHERE id = 4`, // the sequence stays at 4
+	} {
+		if err := exec(q); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+	}
+	query := func(q string) string {
+		t.Helper()
+		var out sql.NullString
+		if err := db.QueryRowContext(ctx, q).Scan(&out); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+		return out.String
+	}
+	dump := func() string {
+		return query(`SELECT group_concat(x, ';') FROM (SELECT concat_ws(',', id, device_id, seq, received, value, hex(raw)) AS x
+			FROM readings ORDER BY id)`) + " | sequence " + query(`SELECT seq FROM sqlite_sequence WHERE name = 'readings'`)
+	}
+	indexes := func(table string) string {
+		return query(`SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_schema
+			WHERE type = 'index' AND tbl_name = '` + table + `' ORDER BY name)`)
+	}
+	before, beforeIdx := dump(), indexes("readings")
+	if _, err := p.UpTo(ctx, 11); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(); got != before {
+		t.Fatalf("after Up:\n%s\nwant\n%s", got, before)
+	}
+	if got := indexes("readings"); got != "readings_project_id,readings_project_received" {
+		t.Fatalf("indexes of readings after Up: %s", got)
+	}
+	if got, want := query(`SELECT group_concat(concat_ws(',', dev, rid, dseq), ';') FROM device_readings`), "1,1,1;1,3,2;2,2,1"; got != want {
+		t.Fatalf("device_readings after Up: %s, want %s", got, want)
+	}
+	if got := query(`SELECT mark FROM device_readings_mark`); got != "3" {
+		t.Fatalf("mark after Up: %s, want 3", got)
+	}
+	if err := exec(`INSERT INTO device_readings (dev, rid, dseq) VALUES (1, 9, 2)`); err == nil || !strings.Contains(err.Error(), "UNIQUE") {
+		t.Fatalf("a (device, sequence) twice in device_readings: %v", err)
+	}
+	if err := exec(`INSERT INTO readings (device_id, project_id, seq, received, kind, value, name, unit) VALUES (1, 'p', 1, 1, 1, 1, '', '')`); err != nil {
+		t.Fatalf("readings keeps a unique key after Up: %v", err)
+	}
+	if err := exec(`DELETE FROM readings WHERE id = 5`); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := p.DownTo(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(); got != before[:strings.LastIndex(before, " ")]+" 5" {
+		t.Fatalf("after Down:\n%s\nwant\n%s (the sequence at 5)", got, before)
+	}
+	if got := indexes("readings"); got != beforeIdx {
+		t.Fatalf("indexes of readings after Down: %s, want %s", got, beforeIdx)
+	}
+	if got := query(`SELECT group_concat(name, ',') FROM pragma_table_info('device_readings')`); got != "dev,rid" {
+		t.Fatalf("device_readings columns after Down: %s", got)
+	}
+	if err := exec(`INSERT INTO readings (device_id, project_id, seq, received, kind, value, name, unit) VALUES (1, 'p', 1, 1, 1, 1, '', '')`); err == nil {
+		t.Fatal("a (device, sequence) twice in readings after Down")
+	}
+}

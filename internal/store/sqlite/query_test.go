@@ -143,12 +143,17 @@ func TestRangeQueryPlans(t *testing.T) {
 	p := rq.indexedPage(5, 500, 100)
 	got = plan(p.sql(), p.args)
 	has("device range", got, "SEARCH device_readings USING PRIMARY KEY (dev=? AND rid>? AND rid<?)", "USING INTEGER PRIMARY KEY (rowid=?)")
-	lacks("device range", got, "SCAN readings", "SCAN device_readings", "sqlite_autoindex_readings", "TEMP B-TREE")
-	// Above the mark: the readings by ID, never the device's unique key.
+	lacks("device range", got, "SCAN readings", "SCAN device_readings", "device_readings_seq", "TEMP B-TREE")
+	// Above the mark: the readings by ID.
 	p = rq.tailPage(500, 0, 100)
 	got = plan(p.sql(), p.args)
 	has("device tail", got, "SEARCH readings USING INTEGER PRIMARY KEY (rowid>?)")
-	lacks("device tail", got, "TEMP B-TREE FOR ORDER BY", "sqlite_autoindex_readings")
+	lacks("device tail", got, "TEMP B-TREE FOR ORDER BY", "device_readings")
+	// An append's check of its readings against the device index: one
+	// probe of the unique key each.
+	got = plan(lookupSeqsSQL(2), []any{ids[0], 1, ids[1], 2})
+	has("stored already", got, "VALUES CLAUSE", "SEARCH device_readings USING COVERING INDEX device_readings_seq (dev=? AND dseq=?)")
+	lacks("stored already", got, "SCAN device_readings", "TEMP B-TREE")
 	// Without a time range, the same two from the cursor.
 	rq, _ = newRangeQuery(store.ReadingQuery{ProjectID: "p", DeviceID: ids[0]})
 	p = rq.indexedPage(0, 500, 100)

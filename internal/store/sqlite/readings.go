@@ -37,16 +37,16 @@ const (
 // which now holds only further hearings (other relays, late copies).
 const readingCols = 16
 
-// insertReadingsSQL is the insert of n readings. OR FAIL: a row that
-// breaks a constraint stops the statement where it is rather than undoing
-// it, which spares SQLite a statement journal (migration 00007); the
-// append's transaction is rolled back whole on any error anyway.
+// insertReadingsSQL is the insert of n readings, none of them stored
+// already (storedAlready). OR FAIL: a row that breaks a constraint stops
+// the statement where it is rather than undoing it, which spares SQLite a
+// statement journal (migration 00007); the append's transaction is rolled
+// back whole on any error anyway.
 func insertReadingsSQL(n int) string {
 	return `INSERT OR FAIL INTO readings
 		(device_id, project_id, seq, device_time, received, kind, value, name, unit, pour, sealed, raw,
 		 heard_relay, heard_received, heard_rssi, heard_snr)
-		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ") + `
-		ON CONFLICT (device_id, seq) DO NOTHING`
+		VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
 }
 
 func insertHearingsSQL(n int) string {
@@ -55,8 +55,9 @@ func insertHearingsSQL(n int) string {
 		ON CONFLICT (device_id, seq, relay_id) DO NOTHING`
 }
 
-// prepareInserts prepares the insert statements of every chunk size.
-func prepareInserts(ctx context.Context, db *sql.DB, max int, query func(n int) string) (map[int]*sql.Stmt, error) {
+// prepareChunks prepares a statement of every chunk size: a power of two
+// up to max rows.
+func prepareChunks(ctx context.Context, db *sql.DB, max int, query func(n int) string) (map[int]*sql.Stmt, error) {
 	stmts := make(map[int]*sql.Stmt)
 	for n := 1; n <= max; n *= 2 {
 		st, err := db.PrepareContext(ctx, query(n))
@@ -131,21 +132,35 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 	// Held until the commit is recorded: see deviceIndex.
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	out := make([]store.Reading, 0, len(a.Readings))
-	for i := 0; i < len(a.Readings); {
-		n := chunk(len(a.Readings)-i, maxChunkReadings)
-		var skipped []int
-		out, skipped, err = s.insertReadings(ctx, tx, out, a.Readings[i:i+n], rargs[readingCols*i:readingCols*(i+n)])
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: append: %w", err)
-		}
-		// A reading already stored (by an earlier batch, another node,
-		// or earlier in this one) keeps the hearing in its row: this
-		// copy's first hearing goes where further hearings go.
-		for _, j := range skipped {
-			if r := &a.Readings[i+j]; len(r.Heard) > 0 {
+	foreign, err := s.foreignReadings(ctx, tx, s.idx.state.last)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: append: device index: %w", err)
+	}
+	dup, err := s.storedAlready(ctx, tx, a.Readings, foreign)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: append: %w", err)
+	}
+	// A reading already stored (by an earlier batch, another node, or
+	// earlier in this one) keeps the hearing in its row: this copy's
+	// first hearing goes where further hearings go.
+	fresh, fargs := a.Readings, rargs
+	if slices.Contains(dup, true) {
+		fresh, fargs = nil, nil
+		for i, r := range a.Readings {
+			if !dup[i] {
+				fresh = append(fresh, r)
+				fargs = append(fargs, rargs[readingCols*i:readingCols*(i+1)]...)
+			} else if len(r.Heard) > 0 {
 				hargs = appendHearing(hargs, r.DeviceID, r.Seq, r.Heard[0])
 			}
+		}
+	}
+	out := make([]store.Reading, 0, len(fresh))
+	for i := 0; i < len(fresh); {
+		n := chunk(len(fresh)-i, maxChunkReadings)
+		out, err = s.insertReadings(ctx, tx, out, fresh[i:i+n], fargs[readingCols*i:readingCols*(i+n)])
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: append: %w", err)
 		}
 		i += n
 	}
@@ -163,7 +178,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		i += n
 	}
-	idx, err := s.advanceDeviceIndex(ctx, tx, s.idx.state, out, len(a.Readings), began)
+	step, err := s.advanceDeviceIndex(ctx, tx, s.idx.state, foreign, out, len(a.Readings), began)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: append: %w", err)
 	}
@@ -176,7 +191,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		return nil, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
-	s.idx.state = idx
+	s.idx.record(step)
 	s.appends.Add(1)
 	s.appendReadings.Add(int64(len(a.Readings)))
 	s.appendWait.Add(int64(began.Sub(begin)))
@@ -215,83 +230,35 @@ func appendHearing(args []any, device int64, seq uint64, h store.Hearing) []any 
 	return append(args, device, int64(seq), h.RelayID, millis(h.Received), int64(h.RSSI), float64(h.SNR))
 }
 
-// insertReadings inserts one chunk, appends to out the readings that were
-// not already stored, with their IDs, in the chunk's order, and returns
-// the positions in the chunk of those that were.
+// insertReadings inserts one chunk of readings not stored yet and
+// appends them to out with their IDs, in the chunk's order.
 //
 // The IDs come from the statement's result rather than a RETURNING clause,
 // which cost a fifth of an append (SQLite buffers the returned rows in a
-// table of their own, and each came back through database/sql). A chunk
-// whose every row was inserted took one ID per row, in order, the last
-// one the statement's last insert ID. Otherwise the rows inserted are the
-// newest: as many rows as the statement inserted, from the end of the
-// table, are this statement's (the transaction is the only writer).
-func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, out, rs []store.Reading, args []any) ([]store.Reading, []int, error) {
+// table of their own, and each came back through database/sql): the rows
+// took one ID each, in order, the last one the statement's last insert ID
+// (the transaction is the only writer).
+func (s *Store) insertReadings(ctx context.Context, tx *sql.Tx, out, rs []store.Reading, args []any) ([]store.Reading, error) {
 	res, err := tx.StmtContext(ctx, s.insReadings[len(rs)]).ExecContext(ctx, args...)
 	if err != nil {
-		return out, nil, err
+		return out, err
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return out, nil, err
+		return out, err
 	}
-	if int(n) == len(rs) {
-		last, err := res.LastInsertId()
-		if err != nil {
-			return out, nil, err
-		}
-		for i, r := range rs {
-			r.ID = last - int64(len(rs)-1-i)
-			out = append(out, stored(r))
-		}
-		return out, nil, nil
+	if int(n) != len(rs) {
+		return out, fmt.Errorf("%d of %d readings inserted", n, len(rs))
 	}
-	type key struct {
-		device int64
-		seq    uint64
+	last, err := res.LastInsertId()
+	if err != nil {
+		return out, err
 	}
-	// A (device, seq) twice in a chunk is inserted at its first place.
-	first := make(map[key]int, len(rs))
 	for i, r := range rs {
-		if _, ok := first[key{r.DeviceID, r.Seq}]; !ok {
-			first[key{r.DeviceID, r.Seq}] = i
-		}
-	}
-	ids := make([]int64, len(rs)) // 0: not inserted
-	if n > 0 {
-		err := func() error {
-			rows, err := tx.QueryContext(ctx, `SELECT id, device_id, seq FROM readings ORDER BY id DESC LIMIT ?`, n)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var id, device, seq int64
-				if err := rows.Scan(&id, &device, &seq); err != nil {
-					return err
-				}
-				j, ok := first[key{device, uint64(seq)}]
-				if !ok {
-					return fmt.Errorf("reading %d (device %d, seq %d) is not of the chunk inserted", id, device, seq)
-				}
-				ids[j] = id
-			}
-			return rows.Err()
-		}()
-		if err != nil {
-			return out, nil, err
-		}
-	}
-	var skipped []int
-	for i, r := range rs {
-		if ids[i] == 0 {
-			skipped = append(skipped, i)
-			continue
-		}
-		r.ID = ids[i]
+		r.ID = last - int64(len(rs)-1-i)
 		out = append(out, stored(r))
 	}
-	return out, skipped, nil
+	return out, nil
 }
 
 // stored is r as it reads back from the store.

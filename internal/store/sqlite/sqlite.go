@@ -64,11 +64,15 @@ type Store struct {
 	// Multi-row inserts by number of rows, prepared once on the write
 	// connection and reused by every AppendReadings transaction.
 	insReadings map[int]*sql.Stmt
-	// The device index (device_index.go): the writer's state, and its
-	// inserts of pairs by chunk size and the mark's update.
+	// The device index (device_index.go): the writer's state, its inserts
+	// of rows and lookups of (device, sequence) pairs by chunk size, the
+	// mark's update and the highest reading ID.
 	idx         deviceIndex
 	insPairs    map[int]*sql.Stmt
+	lookupSeqs  map[int]*sql.Stmt
+	highSeqs    map[int]*sql.Stmt
 	raiseMark   *sql.Stmt
+	lastID      *sql.Stmt
 	insHearings map[int]*sql.Stmt
 	// The statements of reading spans (spans.go), and the IDs a span
 	// covers at most (spanIDs; smaller in tests).
@@ -184,10 +188,10 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	var err error
-	if s.insReadings, err = prepareInserts(ctx, s.w, maxChunkReadings, insertReadingsSQL); err != nil {
+	if s.insReadings, err = prepareChunks(ctx, s.w, maxChunkReadings, insertReadingsSQL); err != nil {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
-	if s.insHearings, err = prepareInserts(ctx, s.w, maxChunkHearings, insertHearingsSQL); err != nil {
+	if s.insHearings, err = prepareChunks(ctx, s.w, maxChunkHearings, insertHearingsSQL); err != nil {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	if s.extendSpan, err = s.w.PrepareContext(ctx, extendSpanSQL); err != nil {
@@ -197,14 +201,24 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	s.spanIDs = spanIDs
-	if s.insPairs, err = prepareInserts(ctx, s.w, maxChunkPairs, insertPairsSQL); err != nil {
+	if s.insPairs, err = prepareChunks(ctx, s.w, maxChunkPairs, insertPairsSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.lookupSeqs, err = prepareChunks(ctx, s.w, maxChunkLookups, lookupSeqsSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.highSeqs, err = prepareChunks(ctx, s.w, maxChunkLookups, highSeqsSQL); err != nil {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	if s.raiseMark, err = s.w.PrepareContext(ctx, raiseMarkSQL); err != nil {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
+	if s.lastID, err = s.w.PrepareContext(ctx, lastIDSQL); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	s.idx.every, s.idx.slice = devIndexEvery, devIndexSlice
-	if err := BuildDeviceIndex(ctx, s.w); err != nil {
+	s.idx.above, s.idx.high = make(map[devSeq]struct{}), make(map[int64]uint64)
+	if s.idx.state.last, err = buildDeviceIndex(ctx, s.w); err != nil {
 		return fmt.Errorf("sqlite: device index of %s: %w", abs, err)
 	}
 	s.r, err = sql.Open("sqlite", abs+"?"+common+"&_query_only=1")
@@ -441,12 +455,12 @@ func (s *Store) closeAll() error {
 	if s.dbFile != nil {
 		errs = append(errs, s.dbFile.Close())
 	}
-	for _, stmts := range []map[int]*sql.Stmt{s.insReadings, s.insHearings, s.insPairs} {
+	for _, stmts := range []map[int]*sql.Stmt{s.insReadings, s.insHearings, s.insPairs, s.lookupSeqs, s.highSeqs} {
 		for _, st := range stmts {
 			errs = append(errs, st.Close())
 		}
 	}
-	for _, st := range []*sql.Stmt{s.extendSpan, s.newSpan, s.raiseMark} {
+	for _, st := range []*sql.Stmt{s.extendSpan, s.newSpan, s.raiseMark, s.lastID} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
