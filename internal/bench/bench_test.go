@@ -213,4 +213,22 @@ func TestCheckDevicesFindsLossAndExtras(t *testing.T) {
 	if c, _ := s.checkDevices(ctx, ids[:1], []uint64{3}); c.ok() {
 		t.Fatalf("readings of devices the bench did not drive passed: %v", c)
 	}
+	// A reading stored twice (as a store that lost its guard would) is
+	// extra, and named.
+	rw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	if _, err := rw.ExecContext(ctx, `INSERT INTO readings (device_id, project_id, seq, received, kind, value, name, unit)
+		SELECT device_id, project_id, seq, received, kind, value, name, unit FROM readings WHERE device_id = ? AND seq = 2`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	c, err = s.checkDevices(ctx, ids, []uint64{3, 3, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.exact != 1 || c.extra != 1 || !strings.Contains(c.String(), "has twice [2]") {
+		t.Fatalf("a reading stored twice: %+v, want device 0 not exact, 1 extra, named", c)
+	}
 }

@@ -43,8 +43,9 @@ type queryData struct {
 // writes with SQL of its own (SQLite generates the rows from a counter),
 // the journal off and the secondary indexes built afterwards, which is
 // what makes ten million rows take minutes rather than an hour; the
-// schema, indexes and unique keys are the store's own (migrated by
-// sqlite.Open).
+// schema and indexes are the store's own (migrated by sqlite.Open), and
+// its device index, the unique key on (device, sequence) included, is
+// built once the rows are in (sqlite.BuildDeviceIndex).
 func generateReadings(ctx context.Context, path string, devices, total int, progress func(done int)) (queryData, error) {
 	var q queryData
 	start := time.Now()
@@ -77,7 +78,7 @@ func generateReadings(ctx context.Context, path string, devices, total int, prog
 	}
 	// The secondary indexes are built after the rows (a sort, much
 	// faster than growing them row by row), with the store's own
-	// definitions; the unique key stays in place throughout.
+	// definitions.
 	var indexes []string
 	rows, err := db.QueryContext(ctx, `SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings' AND sql IS NOT NULL`)
 	if err != nil {

@@ -287,9 +287,9 @@ func (s *system) countWhere(ctx context.Context, set map[int64]bool) (int64, err
 }
 
 // deviceCheck compares what each device sent with what is stored: each
-// device i must have exactly sequences 1..sent[i]. The store's unique key
-// rules out a sequence stored twice; missing counts readings sent and not
-// stored, extra readings stored that were never sent.
+// device i must have exactly sequences 1..sent[i], each once. missing
+// counts readings sent and not stored, extra readings stored that were
+// never sent or stored twice.
 type deviceCheck struct {
 	devices, exact int
 	missing, extra int64
@@ -298,17 +298,18 @@ type deviceCheck struct {
 }
 
 func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (deviceCheck, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT device_id, COUNT(*), MIN(seq), MAX(seq) FROM readings WHERE project_id = ? GROUP BY device_id`, project)
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq)
+		FROM readings WHERE project_id = ? GROUP BY device_id`, project)
 	if err != nil {
 		return deviceCheck{}, err
 	}
 	defer rows.Close()
-	type agg struct{ n, lo, hi int64 }
+	type agg struct{ n, distinct, lo, hi int64 }
 	got := make(map[int64]agg, len(ids))
 	for rows.Next() {
 		var id int64
 		var a agg
-		if err := rows.Scan(&id, &a.n, &a.lo, &a.hi); err != nil {
+		if err := rows.Scan(&id, &a.n, &a.distinct, &a.lo, &a.hi); err != nil {
 			return deviceCheck{}, err
 		}
 		got[id] = a
@@ -322,12 +323,13 @@ func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (
 		a := got[id]
 		delete(got, id)
 		switch {
-		case a.n == want && (want == 0 || (a.lo == 1 && a.hi == want)):
+		case a.n == want && a.distinct == a.n && (want == 0 || (a.lo == 1 && a.hi == want)):
 			c.exact++
 		default:
-			if a.n < want {
-				c.missing += want - a.n
+			if a.distinct < want {
+				c.missing += want - a.distinct
 			}
+			c.extra += a.n - a.distinct
 			if a.hi > want {
 				c.extra += a.hi - want
 			}
@@ -342,7 +344,8 @@ func (s *system) checkDevices(ctx context.Context, ids []int64, sent []uint64) (
 	return c, nil
 }
 
-// describeDevice lists what a device lacks (or has extra) of 1..want.
+// describeDevice lists what a device lacks of 1..want, has outside it,
+// and has twice.
 func (s *system) describeDevice(ctx context.Context, id, want int64) string {
 	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM readings WHERE device_id = ? ORDER BY seq`, id)
 	if err != nil {
@@ -350,10 +353,13 @@ func (s *system) describeDevice(ctx context.Context, id, want int64) string {
 	}
 	defer rows.Close()
 	have := map[int64]bool{}
-	var extra []int64
+	var extra, twice []int64
 	for rows.Next() {
 		var seq int64
 		if rows.Scan(&seq) == nil {
+			if have[seq] && len(twice) < 10 {
+				twice = append(twice, seq)
+			}
 			have[seq] = true
 			if seq < 1 || seq > want {
 				extra = append(extra, seq)
@@ -366,7 +372,7 @@ func (s *system) describeDevice(ctx context.Context, id, want int64) string {
 			missing = append(missing, seq)
 		}
 	}
-	return fmt.Sprintf("device %d lacks sequences %v, has unexpected %v", id, missing, extra)
+	return fmt.Sprintf("device %d lacks sequences %v, has unexpected %v, has twice %v", id, missing, extra, twice)
 }
 
 func (c deviceCheck) ok() bool { return c.exact == c.devices && c.missing == 0 && c.extra == 0 }

@@ -377,21 +377,21 @@ func throughputCount(tb testing.TB, db *sql.DB) int64 {
 }
 
 // throughputCheckDevices checks that each device's stored readings are exactly
-// sequences 1..Sent: as many rows as the highest sequence, the lowest 1.
-// (The store's unique key on device and sequence rules out duplicates.)
+// sequences 1..Sent, each once: as many rows and as many distinct sequences
+// as the highest sequence, the lowest 1.
 func throughputCheckDevices(tb testing.TB, db *sql.DB, g *loadgen.Generator, ids []int64) {
 	tb.Helper()
-	rows, err := db.Query(`SELECT device_id, COUNT(*), MIN(seq), MAX(seq) FROM readings GROUP BY device_id`)
+	rows, err := db.Query(`SELECT device_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings GROUP BY device_id`)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer rows.Close()
-	type agg struct{ n, lo, hi int64 }
+	type agg struct{ n, distinct, lo, hi int64 }
 	got := map[int64]agg{}
 	for rows.Next() {
 		var id int64
 		var a agg
-		if err := rows.Scan(&id, &a.n, &a.lo, &a.hi); err != nil {
+		if err := rows.Scan(&id, &a.n, &a.distinct, &a.lo, &a.hi); err != nil {
 			tb.Fatal(err)
 		}
 		got[id] = a
@@ -405,8 +405,8 @@ func throughputCheckDevices(tb testing.TB, db *sql.DB, g *loadgen.Generator, ids
 		if sent == 0 && a.n == 0 {
 			continue
 		}
-		if a.n != sent || a.lo != 1 || a.hi != sent {
-			tb.Fatalf("device %d: stored %d readings, sequences %d..%d; sent 1..%d", id, a.n, a.lo, a.hi, sent)
+		if a.n != sent || a.distinct != sent || a.lo != 1 || a.hi != sent {
+			tb.Fatalf("device %d: stored %d readings, %d distinct sequences %d..%d; sent 1..%d", id, a.n, a.distinct, a.lo, a.hi, sent)
 		}
 	}
 }

@@ -39,7 +39,7 @@ import (
 // that a crash loses are added back when the store is next opened
 // (BuildDeviceIndex).
 const (
-	devIndexEvery   = 250 * time.Millisecond
+	devIndexEvery   = time.Second
 	devIndexMax     = 1 << 16
 	devIndexSlice   = 256
 	maxChunkPairs   = 256 // × 3 parameters

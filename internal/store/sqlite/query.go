@@ -194,8 +194,8 @@ func (rq *rangeQuery) indexedPage(after, upTo int64, limit int) page {
 // tailPage reads up to limit readings of a device in ID order from after,
 // which is at least the mark, up to upTo (0: no end), by ID: the readings
 // the device index does not cover yet, a period or two of them. NOT
-// INDEXED keeps SQLite off the device's unique key, which would read all
-// of the device's readings.
+// INDEXED keeps SQLite on the IDs: a project's index would read all of
+// the project's readings.
 func (rq *rangeQuery) tailPage(after, upTo int64, limit int) page {
 	where, args := rq.where(after, upTo)
 	return page{from: "readings NOT INDEXED", where: where, order: "id", args: append(args, limit)}
