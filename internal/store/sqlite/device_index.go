@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -302,10 +301,7 @@ func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexS
 	if st.done == len(st.batch) && len(st.pending) > 0 &&
 		(now.Sub(st.since) >= s.idx.every || len(st.pending) >= devIndexMax) {
 		st.top = st.pending[len(st.pending)-1].id
-		st.batch = slices.Clone(st.pending)
-		slices.SortFunc(st.batch, func(a, b devRead) int {
-			return cmp.Or(cmp.Compare(a.dev, b.dev), cmp.Compare(a.id, b.id))
-		})
+		st.batch = byDevice(st.pending)
 		st.done, st.pending = 0, nil
 	}
 	if st.done < len(st.batch) {
@@ -346,6 +342,50 @@ func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexS
 	}
 	step.state, step.added = st, added
 	return step, nil
+}
+
+// radixBits is the digit of byDevice's radix sort: two passes sort the
+// rows of up to four million devices.
+const radixBits = 11
+
+// byDevice returns a copy of rows, which are in ID order, in device order
+// and, within a device, still in ID order: a stable radix sort on the
+// device, as many passes as the highest device needs. It runs in the
+// append that starts a batch; a comparison sort of a second's rows at half
+// the bench's peak (30,000) took 7 ms of it, a stall of the writer every
+// second, where this takes 0.3 ms (BenchmarkByDevice).
+func byDevice(rows []devRead) []devRead {
+	var top int64
+	for _, r := range rows {
+		top = max(top, r.dev)
+	}
+	// The first pass reads rows (left as they are) into a; later passes
+	// go from one of a and b to the other.
+	a, b := make([]devRead, len(rows)), []devRead(nil)
+	src, out := rows, a
+	const mask = 1<<radixBits - 1
+	for shift := 0; ; shift += radixBits {
+		var at [1 << radixBits]int
+		for _, r := range src {
+			at[r.dev>>shift&mask]++
+		}
+		pos := 0
+		for i, n := range at {
+			at[i], pos = pos, pos+n
+		}
+		for _, r := range src {
+			d := r.dev >> shift & mask
+			out[at[d]] = r
+			at[d]++
+		}
+		if next := shift + radixBits; next >= 63 || top>>next == 0 {
+			return out
+		}
+		if b == nil {
+			b = make([]devRead, len(rows))
+		}
+		src, out, b = out, b, out
+	}
 }
 
 // BuildDeviceIndex adds the device index's rows of every reading above

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -237,5 +238,44 @@ func TestStoredOnce(t *testing.T) {
 	}
 	if n != len(stored) || distinct != n {
 		t.Fatalf("%d readings stored, %d distinct; want %d once each", n, distinct, len(stored))
+	}
+}
+
+// TestByDevice: the batch sort orders rows by device and keeps each
+// device's rows in ID order, whatever the devices' IDs (one pass or
+// several), and leaves its input as it was.
+func TestByDevice(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, top := range []int64{1, 7, 2000, 1 << 30, 1 << 62} {
+		rows := make([]devRead, 5000)
+		for i := range rows {
+			rows[i] = devRead{devSeq{1 + rng.Int64N(top), rng.Uint64()}, int64(i + 1)}
+		}
+		in := slices.Clone(rows)
+		got := byDevice(rows)
+		want := slices.Clone(rows)
+		slices.SortStableFunc(want, func(a, b devRead) int { return cmp.Compare(a.dev, b.dev) })
+		if !slices.Equal(got, want) {
+			t.Fatalf("devices up to %d: not in device then ID order", top)
+		}
+		if !slices.Equal(rows, in) {
+			t.Fatalf("devices up to %d: the input changed", top)
+		}
+	}
+	if got := byDevice(nil); len(got) != 0 {
+		t.Fatalf("byDevice(nil) = %v", got)
+	}
+}
+
+// BenchmarkByDevice sorts a second's device index rows at half the
+// bench's peak: 30,000 readings of 1,000 devices.
+func BenchmarkByDevice(b *testing.B) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	rows := make([]devRead, 30_000)
+	for i := range rows {
+		rows[i] = devRead{devSeq{1 + rng.Int64N(1000), uint64(i)}, int64(i + 1)}
+	}
+	for b.Loop() {
+		byDevice(rows)
 	}
 }
