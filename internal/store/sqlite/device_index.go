@@ -25,14 +25,19 @@ import (
 // those it stored, and those another process stored, which it reads back
 // whenever the table's highest ID is above the highest it knows (last).
 // A new reading is refused as stored already when its (device, sequence)
-// is among them (deviceIndex.above) or in the table; both are checked in
+// is among them (deviceIndex.aboveMark) or in the table; both are checked in
 // the append's transaction, under SQLite's write lock.
 //
 // Once the oldest pending row has waited devIndexEvery (or devIndexMax
 // have gathered), the next append sorts them all by device into a batch,
-// and that append and the ones after it each insert a slice of the batch,
-// at least devIndexSlice rows and at least twice the readings the append
-// stores, so the batches keep up with any rate. The append that inserts
+// and that append and the ones after it each insert a slice of the batch:
+// at least devIndexSlice rows, and as many more as keep the batch on
+// course to be done half a period after it began. The work is spread over
+// time, not over readings: an append that is late and holds many readings
+// does no more of it than a prompt one (when each append inserted twice
+// its readings, a slow append made the next one slower still, and the
+// writer fell behind for a few hundred milliseconds at every batch at
+// half the bench's peak: docs/performance.md). The append that inserts
 // the last of a batch moves the mark to the batch's highest ID: the batch
 // holds every reading above the old mark up to there. Rows above the mark
 // that a crash loses are added back when the store is next opened
@@ -59,62 +64,94 @@ type devRead struct {
 
 // devIndexState is the writer's part of the device index: pending is the
 // rows above the mark not in batch, in ID order, the oldest stored at
-// since; batch is the rows being inserted, by device then ID, done of them
-// inserted, top the highest ID among them; last is the highest reading ID
-// the writer has seen. Every reading above the mark up to last has its row
+// since; batch is the rows being inserted, by device then ID, since
+// started, done of them inserted, top the highest ID among them; last is
+// the highest reading ID the writer has seen. Every reading above the mark up to last has its row
 // in pending, in batch or in the table already.
 type devIndexState struct {
 	pending []devRead
 	since   time.Time
 	batch   []devRead
+	started time.Time
 	done    int
 	top     int64
 	last    int64
 }
 
-// deviceIndex guards devIndexState and above from the start of an
+// deviceIndex guards devIndexState and its maps from the start of an
 // append's transaction until its commit has been recorded (advance, then
 // commit, then record), so that no append plans from a state another has
 // changed.
 type deviceIndex struct {
 	mu    sync.Mutex
 	state devIndexState
-	// above holds the (device, sequence) of every row in state.pending and
-	// state.batch. high holds, for the devices whose readings were
-	// appended since Open, a sequence at least as high as any of the
-	// device's in the table but not in above: a reading above it needs no
-	// lookup. It costs some 30 bytes per device that sent.
-	above map[devSeq]struct{}
-	high  map[int64]uint64
+	// pendingKeys and batchKeys hold the (device, sequence) of every row
+	// in state.pending and state.batch: the rows above the mark. A batch's
+	// map is the pending map it was made from, dropped whole when the
+	// batch is done (deleting a second's rows one by one took a few
+	// milliseconds of the append that finished it). high holds, for the
+	// devices whose readings were appended since Open, a sequence at least
+	// as high as any of the device's in the table but not above the mark:
+	// a reading above it needs no lookup. It costs some 30 bytes per
+	// device that sent.
+	pendingKeys, batchKeys map[devSeq]struct{}
+	high                   map[int64]uint64
 	// devIndexEvery and devIndexSlice; tests make them smaller.
 	every time.Duration
 	slice int
 }
 
-// indexStep is what an append did to the device index, to record once
-// its transaction commits: the state after it, the rows it added to
-// pending, the rows it inserted into the table, and the batch it
-// finished, if it did.
-type indexStep struct {
-	state                    devIndexState
-	added, inserted, retired []devRead
+// due is how many of the batch's rows should be in the table by now: all
+// of them half a period after it began (none more than the minimum slice
+// when the period is zero, as tests make it).
+func (x *deviceIndex) due(st devIndexState, now time.Time) int {
+	spread := x.every / 2
+	if spread <= 0 {
+		return 0
+	}
+	return int(float64(len(st.batch)) * min(1, float64(now.Sub(st.started))/float64(spread)))
 }
 
-// record makes the state after an append's commit: above gains the rows
-// added and loses those retired, and high rises with the rows inserted.
+// indexStep is what an append did to the device index, to record once
+// its transaction commits: the state after it, whether it made a batch of
+// the pending rows and whether it finished the batch, the rows it added
+// to pending, and the rows it inserted into the table.
+type indexStep struct {
+	state           devIndexState
+	began, finished bool
+	added, inserted []devRead
+}
+
+// record makes the state after an append's commit: the pending keys
+// become the batch's when it began a batch, the batch's go when it
+// finished one, the rows added join the pending keys, and high rises with
+// the rows inserted.
 func (x *deviceIndex) record(step indexStep) {
 	x.state = step.state
+	if step.began {
+		x.batchKeys, x.pendingKeys = x.pendingKeys, make(map[devSeq]struct{}, len(x.pendingKeys))
+	}
+	if step.finished {
+		x.batchKeys = nil
+	}
 	for _, r := range step.added {
-		x.above[r.devSeq] = struct{}{}
+		x.pendingKeys[r.devSeq] = struct{}{}
 	}
 	for _, r := range step.inserted {
 		if h, ok := x.high[r.dev]; ok && r.seq > h {
 			x.high[r.dev] = r.seq
 		}
 	}
-	for _, r := range step.retired {
-		delete(x.above, r.devSeq)
+}
+
+// aboveMark reports whether a reading's (device, sequence) is among the
+// rows above the mark.
+func (x *deviceIndex) aboveMark(k devSeq) bool {
+	if _, ok := x.pendingKeys[k]; ok {
+		return true
 	}
+	_, ok := x.batchKeys[k]
+	return ok
 }
 
 // lookupSeqsSQL finds which of n (device, sequence) pairs the table has,
@@ -163,7 +200,7 @@ func (s *Store) foreignReadings(ctx context.Context, tx *sql.Tx, last int64) ([]
 }
 
 // storedAlready reports, for each of rs, whether its (device, sequence) is
-// stored already: above the mark (x.above, or foreign), in the device
+// stored already: above the mark (aboveMark, or foreign), in the device
 // index, or earlier in rs. Only a reading at or below its device's high
 // sequence is looked up in the table.
 func (s *Store) storedAlready(ctx context.Context, tx *sql.Tx, rs []store.Reading, foreign []devRead) ([]bool, error) {
@@ -177,7 +214,7 @@ func (s *Store) storedAlready(ctx context.Context, tx *sql.Tx, rs []store.Readin
 	ask := make([]int, 0, len(rs))
 	for i, r := range rs {
 		k := devSeq{r.DeviceID, r.Seq}
-		if _, ok := s.idx.above[k]; ok {
+		if s.idx.aboveMark(k) {
 			dup[i] = true
 			continue
 		}
@@ -292,20 +329,21 @@ func insertPairsSQL(n int) string {
 const raiseMarkSQL = `UPDATE device_readings_mark SET mark = max(mark, ?)`
 
 // advanceDeviceIndex inserts the next slice of the device index's batch in
-// tx, the transaction of an append that was given n readings, found
-// foreign (readings another process stored) and stored stored, and adds
-// those two to the pending rows. It returns the step to record once tx
-// commits (st itself is left as it was).
-func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexState, foreign []devRead, stored []store.Reading, n int, now time.Time) (indexStep, error) {
+// tx, the transaction of an append that found foreign (readings another
+// process stored) and stored stored, and adds those two to the pending
+// rows. It returns the step to record once tx commits (st itself is left
+// as it was).
+func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexState, foreign []devRead, stored []store.Reading, now time.Time) (indexStep, error) {
 	var step indexStep
 	if st.done == len(st.batch) && len(st.pending) > 0 &&
 		(now.Sub(st.since) >= s.idx.every || len(st.pending) >= devIndexMax) {
 		st.top = st.pending[len(st.pending)-1].id
-		st.batch = byDevice(st.pending)
+		st.batch, st.started = byDevice(st.pending), now
 		st.done, st.pending = 0, nil
+		step.began = true
 	}
 	if st.done < len(st.batch) {
-		slice := st.batch[st.done : st.done+min(len(st.batch)-st.done, max(s.idx.slice, 2*n))]
+		slice := st.batch[st.done : st.done+min(len(st.batch)-st.done, max(s.idx.slice, s.idx.due(st, now)-st.done))]
 		args := make([]any, 0, 3*min(len(slice), maxChunkPairs))
 		for i := 0; i < len(slice); {
 			k := chunk(len(slice)-i, maxChunkPairs)
@@ -324,7 +362,7 @@ func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexS
 			if _, err := tx.StmtContext(ctx, s.raiseMark).ExecContext(ctx, st.top); err != nil {
 				return step, fmt.Errorf("device index: mark: %w", err)
 			}
-			step.retired = st.batch
+			step.finished = true
 			st.batch, st.done = nil, 0
 		}
 	}

@@ -178,7 +178,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 		}
 		i += n
 	}
-	step, err := s.advanceDeviceIndex(ctx, tx, s.idx.state, foreign, out, len(a.Readings), began)
+	step, err := s.advanceDeviceIndex(ctx, tx, s.idx.state, foreign, out, began)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: append: %w", err)
 	}

@@ -217,7 +217,7 @@ func (s *Store) setUp(ctx context.Context, abs, common string) error {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	s.idx.every, s.idx.slice = devIndexEvery, devIndexSlice
-	s.idx.above, s.idx.high = make(map[devSeq]struct{}), make(map[int64]uint64)
+	s.idx.pendingKeys, s.idx.high = make(map[devSeq]struct{}), make(map[int64]uint64)
 	if s.idx.state.last, err = buildDeviceIndex(ctx, s.w); err != nil {
 		return fmt.Errorf("sqlite: device index of %s: %w", abs, err)
 	}
