@@ -35,9 +35,9 @@ import (
 // course to be done half a period after it began. The work is spread over
 // time, not over readings: an append that is late and holds many readings
 // does no more of it than a prompt one (when each append inserted twice
-// its readings, a slow append made the next one slower still, and the
-// writer fell behind for a few hundred milliseconds at every batch at
-// half the bench's peak: docs/performance.md). The append that inserts
+// its readings, a slow append made the next one slower still: in one run
+// at half the bench's peak the writer fell behind for a few hundred
+// milliseconds that way; docs/performance.md). The append that inserts
 // the last of a batch moves the mark to the batch's highest ID: the batch
 // holds every reading above the old mark up to there. Rows above the mark
 // that a crash loses are added back when the store is next opened
@@ -66,8 +66,9 @@ type devRead struct {
 // rows above the mark not in batch, in ID order, the oldest stored at
 // since; batch is the rows being inserted, by device then ID, since
 // started, done of them inserted, top the highest ID among them; last is
-// the highest reading ID the writer has seen. Every reading above the mark up to last has its row
-// in pending, in batch or in the table already.
+// the highest reading ID the writer has seen. Every reading above the
+// mark up to last has its row in pending, in batch or in the table
+// already.
 type devIndexState struct {
 	pending []devRead
 	since   time.Time
@@ -210,7 +211,7 @@ func (s *Store) storedAlready(ctx context.Context, tx *sql.Tx, rs []store.Readin
 		seen[f.devSeq] = struct{}{}
 	}
 	var unknown []int64 // devices without a high sequence yet, once each
-	unknownSet := make(map[int64]struct{})
+	var unknownSet map[int64]struct{}
 	ask := make([]int, 0, len(rs))
 	for i, r := range rs {
 		k := devSeq{r.DeviceID, r.Seq}
@@ -226,6 +227,9 @@ func (s *Store) storedAlready(ctx context.Context, tx *sql.Tx, rs []store.Readin
 		h, ok := s.idx.high[r.DeviceID]
 		if !ok {
 			if _, ok := unknownSet[r.DeviceID]; !ok {
+				if unknownSet == nil {
+					unknownSet = make(map[int64]struct{})
+				}
 				unknownSet[r.DeviceID] = struct{}{}
 				unknown = append(unknown, r.DeviceID)
 			}
