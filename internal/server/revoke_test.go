@@ -11,14 +11,12 @@ import (
 	"github.com/signet-io/signet/internal/wire"
 )
 
-// TestRevocationIsInstantOnEveryNode runs two server nodes sharing a store
-// and the NATS JetStream on this machine's standard port, as a scale-out
-// installation does. A device talks to node B; the revocation is made on
-// node A. The test measures the time from the revoke call to the first
-// datagram node B refuses (the design's target is under a second) and
-// checks that nothing the device sends afterwards is stored, while what it
-// stored before is kept.
-func TestRevocationIsInstantOnEveryNode(t *testing.T) {
+// twoNodes starts two server nodes sharing a store (one data directory)
+// and a stream of the NATS JetStream on this machine's standard port, as a
+// scale-out installation does, and stops them and deletes the stream when
+// the test ends.
+func twoNodes(t *testing.T) (a, b *Server) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", "127.0.0.1:4222", time.Second)
 	if err != nil {
 		if testing.Short() {
@@ -41,9 +39,21 @@ func TestRevocationIsInstantOnEveryNode(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-done })
 		return srv
 	}
-	a := node()
-	b := node()
+	a = node()
+	b = node()
 	t.Cleanup(func() { _ = a.bus.DeleteStream(context.Background()) })
+	return a, b
+}
+
+// TestRevocationIsInstantOnEveryNode runs two server nodes sharing a store
+// and the NATS JetStream on this machine's standard port, as a scale-out
+// installation does. A device talks to node B; the revocation is made on
+// node A. The test measures the time from the revoke call to the first
+// datagram node B refuses (the design's target is under a second) and
+// checks that nothing the device sends afterwards is stored, while what it
+// stored before is kept.
+func TestRevocationIsInstantOnEveryNode(t *testing.T) {
+	a, b := twoNodes(t)
 	ctx := context.Background()
 	if err := a.AddProject(ctx, "p", "test"); err != nil {
 		t.Fatal(err)

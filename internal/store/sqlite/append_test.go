@@ -94,8 +94,8 @@ func TestAppendStats(t *testing.T) {
 		t.Fatal("a misfiled reading was stored")
 	}
 	got := s.AppendStats()
-	if got.Appends != 2 || got.Readings != 5 {
-		t.Errorf("%d appends of %d readings counted, want 2 of 5", got.Appends, got.Readings)
+	if got.Appends != 2 || got.Readings != 5 || got.Duplicates != 1 {
+		t.Errorf("%d appends of %d readings, %d stored already, counted; want 2 of 5, 1", got.Appends, got.Readings, got.Duplicates)
 	}
 	if got.Statements <= 0 || got.Committing <= 0 || got.Waiting < 0 {
 		t.Errorf("times not counted: %+v", got)

@@ -194,6 +194,7 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 	s.idx.record(step)
 	s.appends.Add(1)
 	s.appendReadings.Add(int64(len(a.Readings)))
+	s.appendDups.Add(int64(len(a.Readings) - len(out)))
 	s.appendWait.Add(int64(began.Sub(begin)))
 	s.appendStmts.Add(int64(committing.Sub(began)))
 	s.appendCommits.Add(int64(time.Since(committing)))
@@ -207,14 +208,18 @@ func (s *Store) AppendReadings(ctx context.Context, a store.Append) ([]store.Rea
 // flush holding it), ran their statements and committed (writing the WAL
 // and its fsync). The times are wall-clock: on a busy machine they include
 // waiting for a core.
+//
+// Duplicates is the readings the appends were given that were stored
+// already (a device's resend the ingest node had not seen, a batch
+// delivered twice by the bus): kept once, never an error.
 type AppendStats struct {
-	Appends, Readings               int64
+	Appends, Readings, Duplicates   int64
 	Waiting, Statements, Committing time.Duration
 }
 
 // AppendStats returns the appends' counters.
 func (s *Store) AppendStats() AppendStats {
-	return AppendStats{Appends: s.appends.Load(), Readings: s.appendReadings.Load(),
+	return AppendStats{Appends: s.appends.Load(), Readings: s.appendReadings.Load(), Duplicates: s.appendDups.Load(),
 		Waiting: time.Duration(s.appendWait.Load()), Statements: time.Duration(s.appendStmts.Load()),
 		Committing: time.Duration(s.appendCommits.Load())}
 }
@@ -222,7 +227,7 @@ func (s *Store) AppendStats() AppendStats {
 // Sub is what was counted between earlier and a.
 func (a AppendStats) Sub(earlier AppendStats) AppendStats {
 	return AppendStats{Appends: a.Appends - earlier.Appends, Readings: a.Readings - earlier.Readings,
-		Waiting: a.Waiting - earlier.Waiting, Statements: a.Statements - earlier.Statements,
+		Duplicates: a.Duplicates - earlier.Duplicates, Waiting: a.Waiting - earlier.Waiting, Statements: a.Statements - earlier.Statements,
 		Committing: a.Committing - earlier.Committing}
 }
 

@@ -112,9 +112,9 @@ type Store struct {
 	dbFile *os.File
 
 	// The appends' counters (AppendStats): appends committed, their
-	// readings, and nanoseconds spent waiting for the write connection,
-	// in their statements and in their commits.
-	appends, appendReadings                atomic.Int64
+	// readings and those stored already, and nanoseconds spent waiting for
+	// the write connection, in their statements and in their commits.
+	appends, appendReadings, appendDups    atomic.Int64
 	appendWait, appendStmts, appendCommits atomic.Int64
 
 	closeOnce sync.Once
