@@ -100,6 +100,8 @@ type deviceIndex struct {
 	// devIndexEvery and devIndexSlice; tests make them smaller.
 	every time.Duration
 	slice int
+	// lastStep is when an append or idleIndex last recorded a step.
+	lastStep time.Time
 }
 
 // due is how many of the batch's rows should be in the table by now: all
@@ -128,7 +130,7 @@ type indexStep struct {
 // finished one, the rows added join the pending keys, and high rises with
 // the rows inserted.
 func (x *deviceIndex) record(step indexStep) {
-	x.state = step.state
+	x.state, x.lastStep = step.state, time.Now()
 	if step.began {
 		x.batchKeys, x.pendingKeys = x.pendingKeys, make(map[devSeq]struct{}, len(x.pendingKeys))
 	}
@@ -384,6 +386,42 @@ func (s *Store) advanceDeviceIndex(ctx context.Context, tx *sql.Tx, st devIndexS
 	}
 	step.state, step.added = st, added
 	return step, nil
+}
+
+// idleIndex goes on with the device index when nothing has appended for a
+// period (the checkpointer calls it on its rounds): the rows of the last
+// readings before ingest paused go into the table like any others, a slice
+// a round, and a device's query stops reading them by ID. It takes the
+// write connection only when there is something to do.
+func (s *Store) idleIndex(ctx context.Context) error {
+	s.idx.mu.Lock()
+	st := s.idx.state
+	idle := s.idx.every > 0 && time.Since(s.idx.lastStep) >= s.idx.every && (len(st.pending) > 0 || st.done < len(st.batch))
+	s.idx.mu.Unlock()
+	if !idle {
+		return nil
+	}
+	// The connection, then the lock, as an append takes them.
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	foreign, err := s.foreignReadings(ctx, tx, s.idx.state.last)
+	if err != nil {
+		return err
+	}
+	step, err := s.advanceDeviceIndex(ctx, tx, s.idx.state, foreign, nil, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.idx.record(step)
+	return nil
 }
 
 // radixBits is the digit of byDevice's radix sort: two passes sort the

@@ -12,6 +12,14 @@ import (
 	"github.com/signet-io/signet/internal/store"
 )
 
+// indexPace sets the device index's period and least slice (under its
+// lock: the checkpointer reads them).
+func indexPace(s *Store, every time.Duration, slice int) {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	s.idx.every, s.idx.slice = every, slice
+}
+
 // TestDeviceIndex: with batches that start at every append and take two
 // pairs at a time, so that readings sit below the mark, in a batch part
 // inserted and above it, a device's pages (through every cursor, with and
@@ -22,7 +30,7 @@ func TestDeviceIndex(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "idx.db")
 	s, ids := devicesStore(t, path, 6)
-	s.idx.every, s.idx.slice = 0, 2
+	indexPace(s, 0, 2)
 	rng := rand.New(rand.NewPCG(7, 8))
 	base := int64(1_700_000_000_000)
 	next := make([]uint64, len(ids))
@@ -180,7 +188,7 @@ func TestStoredOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { second.Close() })
 	for _, s := range []*Store{first, second} {
-		s.idx.every, s.idx.slice = 0, 3
+		indexPace(s, 0, 3)
 	}
 	rng := rand.New(rand.NewPCG(9, 10))
 	next := make([]uint64, len(ids))
@@ -277,5 +285,57 @@ func BenchmarkByDevice(b *testing.B) {
 	}
 	for b.Loop() {
 		byDevice(rows)
+	}
+}
+
+// TestIdleIndex: readings stored just before ingest pauses are indexed
+// by the checkpointer's rounds, without another append, and a device's
+// query then finds them through the table.
+func TestIdleIndex(t *testing.T) {
+	ctx := t.Context()
+	s, ids := devicesStore(t, filepath.Join(t.TempDir(), "idle.db"), 3)
+	indexPace(s, 100*time.Millisecond, 2)
+	var batch []store.Reading
+	for i := range 30 {
+		batch = append(batch, store.Reading{DeviceID: ids[i%3], ProjectID: "p", Seq: uint64(1 + i/3), Received: time.UnixMilli(1_700_000_000_000), Raw: []byte{1}})
+	}
+	got, err := s.AppendReadings(ctx, store.Append{Readings: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := got[len(got)-1].ID
+	mark := func() int64 {
+		var m int64
+		if err := s.r.QueryRowContext(ctx, `SELECT mark FROM device_readings_mark`).Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := mark(); m >= top {
+		t.Fatalf("mark %d right after the append, want below %d", m, top)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for mark() < top {
+		if time.Now().After(deadline) {
+			t.Fatalf("mark %d 10 s after the last append, want %d", mark(), top)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var rows int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM device_readings`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != len(batch) {
+		t.Fatalf("%d rows in the device index, want %d", rows, len(batch))
+	}
+	s.idx.mu.Lock()
+	left := len(s.idx.state.pending) + len(s.idx.state.batch) + len(s.idx.pendingKeys) + len(s.idx.batchKeys)
+	s.idx.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d rows or keys still held in memory", left)
+	}
+	rs, err := s.Readings(ctx, store.ReadingQuery{ProjectID: "p", DeviceID: ids[1]})
+	if err != nil || len(rs) != 10 {
+		t.Fatalf("device %d's readings: %d (%v), want 10", ids[1], len(rs), err)
 	}
 }

@@ -302,6 +302,7 @@ func (s *Store) checkpoints(ctx context.Context) {
 		// An error is a store being closed or a full disk: the writer
 		// reports those.
 		_ = s.checkpointOnce(ctx)
+		_ = s.idleIndex(ctx)
 	}
 }
 
