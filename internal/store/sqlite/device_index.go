@@ -25,8 +25,8 @@ import (
 // those it stored, and those another process stored, which it reads back
 // whenever the table's highest ID is above the highest it knows (last).
 // A new reading is refused as stored already when its (device, sequence)
-// is among them (deviceIndex.aboveMark) or in the table; both are checked in
-// the append's transaction, under SQLite's write lock.
+// is among them (deviceIndex.aboveMark) or in the table; both are checked
+// in the append's transaction, under SQLite's write lock.
 //
 // Once the oldest pending row has waited devIndexEvery (or devIndexMax
 // have gathered), the next append sorts them all by device into a batch,
@@ -39,9 +39,10 @@ import (
 // at half the bench's peak the writer fell behind for a few hundred
 // milliseconds that way; docs/performance.md). The append that inserts
 // the last of a batch moves the mark to the batch's highest ID: the batch
-// holds every reading above the old mark up to there. Rows above the mark
-// that a crash loses are added back when the store is next opened
-// (BuildDeviceIndex).
+// holds every reading above the old mark up to there. When nothing
+// appends for a period, the checkpointer's rounds go on with it
+// (idleIndex). Rows above the mark that a crash loses are added back when
+// the store is next opened (BuildDeviceIndex).
 const (
 	devIndexEvery   = time.Second
 	devIndexMax     = 1 << 16
