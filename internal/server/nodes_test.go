@@ -56,21 +56,7 @@ func TestStoredOnceAcrossNodes(t *testing.T) {
 		}
 	}
 	want := batches * perBatch
-	all := func() []store.Reading {
-		var out []store.Reading
-		after := int64(0)
-		for {
-			rs, err := a.store.Readings(ctx, store.ReadingQuery{ProjectID: "p", AfterID: after, Limit: 1000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, rs...)
-			if len(rs) < 1000 {
-				return out
-			}
-			after = rs[len(rs)-1].ID
-		}
-	}
+	all := func() []store.Reading { return allReadings(t, a.store) }
 	stats := func(s *Server) sqlite.AppendStats { return s.store.(*sqlite.Store).AppendStats() }
 	// A batch is acknowledged to the stream once committed, so nothing
 	// pending means every copy has been through a store writer.

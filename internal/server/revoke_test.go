@@ -122,21 +122,7 @@ func TestRevocationIsInstantOnEveryNode(t *testing.T) {
 	}
 	// Readings accepted before the revocation took effect may still be on
 	// their way to the store; nothing node B accepted afterwards may land.
-	all := func() []store.Reading {
-		var out []store.Reading
-		after := int64(0)
-		for {
-			rs, err := b.store.Readings(ctx, store.ReadingQuery{ProjectID: "p", AfterID: after, Limit: 1000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, rs...)
-			if len(rs) < 1000 {
-				return out
-			}
-			after = rs[len(rs)-1].ID
-		}
-	}
+	all := func() []store.Reading { return allReadings(t, b.store) }
 	stored, settled := len(all()), time.Now()
 	for time.Since(settled) < time.Second {
 		if time.Since(refusedAt) > 20*time.Second {
