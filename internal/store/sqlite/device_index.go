@@ -254,9 +254,11 @@ func (s *Store) storedAlready(ctx context.Context, tx *sql.Tx, rs []store.Readin
 		for _, j := range part {
 			args = append(args, rs[j].DeviceID, int64(rs[j].Seq))
 		}
-		if err := s.lookUp(ctx, tx, n, args, func(k devSeq) {
+		// The table has a pair rarely: a device's resent reading that
+		// ingest had not seen.
+		if err := eachPair(ctx, tx, s.lookupSeqs[n], args, func(dev, seq int64) {
 			for _, j := range part {
-				if rs[j].DeviceID == k.dev && rs[j].Seq == k.seq {
+				if rs[j].DeviceID == dev && rs[j].Seq == uint64(seq) {
 					dup[j] = true
 				}
 			}
@@ -285,21 +287,9 @@ func (s *Store) loadHigh(ctx context.Context, tx *sql.Tx, devs []int64) error {
 		for _, d := range devs[i : i+n] {
 			args = append(args, d)
 		}
-		if err := func() error {
-			rows, err := tx.StmtContext(ctx, s.highSeqs[n]).QueryContext(ctx, args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var dev, high int64
-				if err := rows.Scan(&dev, &high); err != nil {
-					return err
-				}
-				s.idx.high[dev] = uint64(high)
-			}
-			return rows.Err()
-		}(); err != nil {
+		if err := eachPair(ctx, tx, s.highSeqs[n], args, func(dev, high int64) {
+			s.idx.high[dev] = uint64(high)
+		}); err != nil {
 			return err
 		}
 		i += n
@@ -307,22 +297,20 @@ func (s *Store) loadHigh(ctx context.Context, tx *sql.Tx, devs []int64) error {
 	return nil
 }
 
-// lookUp runs the lookup of n pairs and calls found with each the table
-// has (rarely any: a device's resent reading that ingest had not seen).
-func (s *Store) lookUp(ctx context.Context, tx *sql.Tx, n int, args []any, found func(devSeq)) error {
-	rows, err := tx.StmtContext(ctx, s.lookupSeqs[n]).QueryContext(ctx, args...)
+// eachPair runs st, a statement of the chunked lookups, in tx and calls
+// found with each row's two integers.
+func eachPair(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args []any, found func(a, b int64)) error {
+	rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var k devSeq
-		var seq int64
-		if err := rows.Scan(&k.dev, &seq); err != nil {
+		var a, b int64
+		if err := rows.Scan(&a, &b); err != nil {
 			return err
 		}
-		k.seq = uint64(seq)
-		found(k)
+		found(a, b)
 	}
 	return rows.Err()
 }
