@@ -72,8 +72,19 @@ func BenchmarkHandleDecode(b *testing.B) {
 
 // BenchmarkSpoolForward is the relay's buffer on the forwarding path: each
 // uplink appended, then read back by the sender and acknowledged, with a
-// few hundred in flight as under load.
+// few hundred in flight as under load (tail: read from the in-memory tail),
+// or more than the tail holds, as when the sender has fallen behind or
+// drains a backlog after an outage (backlog: read from the segment files).
 func BenchmarkSpoolForward(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		inFlight int
+	}{{"tail", 256}, {"backlog", 4 * recentRecords}} {
+		b.Run(c.name, func(b *testing.B) { benchSpoolForward(b, c.inFlight) })
+	}
+}
+
+func benchSpoolForward(b *testing.B, inFlight int) {
 	s, err := openSpool(b.TempDir(), 1<<20, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
@@ -82,7 +93,6 @@ func BenchmarkSpoolForward(b *testing.B) {
 	frame := make([]byte, 140) // a one-reading uplink with its relay header
 	var buf []byte
 	var seq uint64 = 1
-	const inFlight = 256
 	for b.Loop() {
 		if err := s.Append(frame); err != nil {
 			b.Fatal(err)

@@ -79,6 +79,24 @@ type spool struct {
 	// two reads of the segment file; the file remains the durable copy
 	// and serves everything older (a backlog, a restart).
 	recent [recentRecords]recentRecord
+	// ahead is a span of one segment file read at once, for a sender
+	// working through records older than the tail (a backlog after an
+	// outage, or a sender behind under load): a read per span rather than
+	// two per record.
+	ahead readAhead
+}
+
+// readAheadSize is the span the sender reads of a segment file at once: some
+// 450 one-reading uplinks, and more than the largest record.
+const readAheadSize = 64 << 10
+
+// A record always fits in the read-ahead buffer.
+var _ [readAheadSize - recHeaderLen - maxRecordData]struct{}
+
+type readAhead struct {
+	seg *segment // nil: empty
+	off int64    // file offset of buf[0]
+	buf []byte   // cap readAheadSize
 }
 
 // recentRecords is the size of the spool's in-memory tail.
@@ -119,7 +137,8 @@ func openSpool(dir string, max int, log *slog.Logger) (*spool, error) {
 		d.Close()
 		return nil, fmt.Errorf("relay: spool %s is in use by another relay: %w", dir, err)
 	}
-	s := &spool{dir: dir, lock: d, max: max, log: log, ready: make(chan struct{}, 1)}
+	s := &spool{dir: dir, lock: d, max: max, log: log, ready: make(chan struct{}, 1),
+		ahead: readAhead{buf: make([]byte, 0, readAheadSize)}}
 	if err := s.open(); err != nil {
 		s.close()
 		return nil, fmt.Errorf("relay: spool %s: %w", dir, err)
@@ -295,6 +314,9 @@ func (s *spool) collect() {
 	for len(s.segs) > 1 && s.segs[0].end() <= s.head {
 		seg := s.segs[0]
 		seg.f.Close()
+		if s.ahead.seg == seg {
+			s.ahead.seg = nil
+		}
 		if err := os.Remove(filepath.Join(s.dir, segName(seg.base))); err != nil {
 			s.log.Warn("relay: removing spent spool segment", "err", err)
 		}
@@ -404,25 +426,44 @@ func (s *spool) Next(seq uint64, buf []byte) (got uint64, frame []byte, ok bool)
 }
 
 func (s *spool) read(seg *segment, off int64, buf []byte) ([]byte, error) {
-	var hdr [recHeaderLen]byte
-	if _, err := seg.f.ReadAt(hdr[:], off); err != nil {
+	hdr, err := s.span(seg, off, recHeaderLen)
+	if err != nil {
 		return nil, err
 	}
-	n := int(binary.LittleEndian.Uint32(hdr[:]))
+	n := int(binary.LittleEndian.Uint32(hdr))
 	if n == 0 || n > maxRecordData {
 		return nil, errors.New("bad record length")
 	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := seg.f.ReadAt(buf, off+recHeaderLen); err != nil {
+	rec, err := s.span(seg, off, recHeaderLen+n)
+	if err != nil {
 		return nil, err
 	}
-	if recordCRC(hdr[:4], buf) != binary.LittleEndian.Uint32(hdr[4:]) {
+	data := rec[recHeaderLen:]
+	if recordCRC(rec[:4], data) != binary.LittleEndian.Uint32(rec[4:]) {
 		return nil, errors.New("checksum mismatch")
 	}
-	return buf, nil
+	return append(buf[:0], data...), nil
+}
+
+// span returns n bytes of seg's file at off from the read-ahead buffer,
+// filling it from off first when they are not all in it. Records are
+// never rewritten once appended, and the buffer holds no byte past the
+// segment's size when it was filled, so it never goes stale.
+func (s *spool) span(seg *segment, off int64, n int) ([]byte, error) {
+	ra := &s.ahead
+	if ra.seg != seg || off < ra.off || off+int64(n) > ra.off+int64(len(ra.buf)) {
+		size := min(int64(cap(ra.buf)), seg.size-off)
+		if size < int64(n) {
+			return nil, io.ErrUnexpectedEOF
+		}
+		ra.seg = nil
+		if _, err := seg.f.ReadAt(ra.buf[:size], off); err != nil {
+			return nil, err
+		}
+		ra.seg, ra.off, ra.buf = seg, off, ra.buf[:size]
+	}
+	i := off - ra.off
+	return ra.buf[i : i+int64(n)], nil
 }
 
 // Ack records that the server has every record up to and including seq.

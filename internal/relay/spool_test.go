@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -198,4 +199,90 @@ func TestSpoolBatchesAcrossSegments(t *testing.T) {
 	if small.Len() != 10 {
 		t.Fatalf("a refused batch changed the spool: len %d", small.Len())
 	}
+}
+
+// spoolRecord is the i-th record of TestSpoolReadAhead: its size varies
+// from one byte to the largest a record may be, its bytes name it.
+func spoolRecord(i int) []byte {
+	n := 1 + i*37%maxRecordData
+	if i%1000 == 999 {
+		n = maxRecordData
+	}
+	b := make([]byte, n)
+	for j := range b {
+		b[j] = byte(i*7 + j)
+	}
+	b[0] = byte(i)
+	if n > 1 {
+		b[1] = byte(i >> 8)
+	}
+	return b
+}
+
+// TestSpoolReadAhead: a sender that trails the appends by more than the
+// in-memory tail reads every record from the files, in spans that end
+// where a segment's appends had got to and that cross into the next
+// segment, and reads each one exactly as appended; a record damaged on disk
+// under the running relay is skipped, not forwarded.
+func TestSpoolReadAhead(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestSpool(t, dir, 1<<20)
+	const total = 3*segRecords + 100
+	check := func(when string, seq uint64, f []byte) {
+		t.Helper()
+		if want := spoolRecord(int(seq - 1)); !bytes.Equal(f, want) {
+			t.Fatalf("%s: record %d read as %d bytes %x…, want %d bytes %x…", when, seq, len(f), f[:min(4, len(f))], len(want), want[:min(4, len(want))])
+		}
+	}
+	appended, next := 0, uint64(0)
+	for appended < total {
+		for range min(500, total-appended) {
+			if err := s.Append(spoolRecord(appended)); err != nil {
+				t.Fatal(err)
+			}
+			appended++
+		}
+		// Trail the appends by more than the tail holds.
+		for int(next) < appended-recentRecords-200 {
+			seq, f, ok := s.Next(next, nil)
+			if !ok {
+				t.Fatalf("record %d missing", next)
+			}
+			check("trailing the appends", seq, f)
+			next = seq + 1
+		}
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestSpool(t, dir, 1<<20)
+	var got []uint64
+	for seq := uint64(0); ; {
+		seq2, f, ok := s.Next(seq, nil)
+		if !ok {
+			break
+		}
+		check("after a reopen", seq2, f)
+		got = append(got, seq2)
+		seq = seq2 + 1
+	}
+	if len(got) != total {
+		t.Fatalf("after a reopen: read %d records, want %d", len(got), total)
+	}
+
+	// Damage record 5 of the last segment on disk; the read-ahead holds a
+	// span of the first segment, so the record is read from the file.
+	seg := s.segs[len(s.segs)-1]
+	bad := seg.base + 5
+	if _, err := seg.f.WriteAt([]byte{0xff ^ spoolRecord(int(bad-1))[2]}, int64(seg.offs[5])+recHeaderLen+2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := s.Next(1, nil); !ok {
+		t.Fatal("record 1 missing")
+	}
+	seq, f, ok := s.Next(bad, nil)
+	if !ok || seq != bad+1 {
+		t.Fatalf("damaged record %d: Next returned record %d (%v), want it skipped", bad, seq, ok)
+	}
+	check("after the damaged record", seq, f)
 }
