@@ -274,7 +274,7 @@ func TestSpoolReadAhead(t *testing.T) {
 	// span of the first segment, so the record is read from the file.
 	seg := s.segs[len(s.segs)-1]
 	bad := seg.base + 5
-	if _, err := seg.f.WriteAt([]byte{0xff ^ spoolRecord(int(bad-1))[2]}, int64(seg.offs[5])+recHeaderLen+2); err != nil {
+	if _, err := seg.f.WriteAt([]byte{0xff ^ spoolRecord(int(bad - 1))[2]}, int64(seg.offs[5])+recHeaderLen+2); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, ok := s.Next(1, nil); !ok {
