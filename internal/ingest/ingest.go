@@ -957,7 +957,7 @@ func (s *Server) handleEpoch(ctx context.Context, dg []byte, from Link, meta Met
 // A copy (dup) contributes hearings only: its health and command result
 // were news when the first copy arrived.
 func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link, meta Meta, now time.Time, dup bool) {
-	m, err := wire.DecodeMessage(pt)
+	m, raws, err := wire.DecodeUplink(pt)
 	if err != nil {
 		// Authenticated garbage: the device's firmware or key is suspect.
 		s.stats.BadPayloads.Add(1)
@@ -982,12 +982,6 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 			fresh[i] = r.Seq
 		}
 		if len(ev.Readings) > 0 {
-			raws, err := wire.RawReadings(pt)
-			if err != nil || len(raws) != len(m.Readings.Readings) {
-				s.stats.BadPayloads.Add(1)
-				s.settle(d, fresh, false)
-				return
-			}
 			if len(idx) == len(raws) {
 				ev.Raw = raws // every reading is new: positions are the same
 			} else {
