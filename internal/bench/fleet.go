@@ -114,7 +114,7 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 
 	r.figure(Figure{Name: fmt.Sprintf("server RSS per idle device session, %s", label), Value: perDev(rss1, rss2), Unit: "bytes",
 		Target: fmt.Sprintf("≤ %d", targetBytesPerSession), Met: atMost(perDev(rss1, rss2), targetBytesPerSession),
-		Note: fmt.Sprintf("process resident set %d → %d MiB over %d handshakes in %v (cookie defence off: HandshakeRate raised); RSS includes the Go heap's slack", rss1>>20, rss2>>20, conn.Sessions, hsTime.Round(time.Millisecond))})
+		Note: fmt.Sprintf("process resident set %d → %d MiB over %d handshakes in %v (cookie defence off: HandshakeRate raised); RSS after every free page went back to the system (debug.FreeOSMemory): the live heap, its partly used pages, goroutine stacks and SQLite's own memory", rss1>>20, rss2>>20, conn.Sessions, hsTime.Round(time.Millisecond))})
 	r.figure(Figure{Name: fmt.Sprintf("server live heap per idle device session, %s", label), Value: perDev(heap1, heap2), Unit: "bytes",
 		Target: fmt.Sprintf("≤ %d", targetBytesPerSession), Met: atMost(perDev(heap1, heap2), targetBytesPerSession),
 		Note: "live heap after a full collection (the floor of samples over one housekeeping period), before and after the handshakes"})
