@@ -982,8 +982,8 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 			fresh[i] = r.Seq
 		}
 		if len(ev.Readings) > 0 {
-			if len(idx) == len(raws) {
-				ev.Raw = raws // every reading is new: positions are the same
+			if idx == nil {
+				ev.Raw = raws[:len(ev.Readings)] // the first readings are the new ones
 			} else {
 				ev.Raw = make([][]byte, len(idx))
 				for i, j := range idx {
@@ -1128,8 +1128,10 @@ func (s *Server) sendQueuedAcks() {
 
 // dedup returns the readings of b never seen before (and their positions
 // in b) and marks them in flight, plus the sequences that were duplicates.
-// Dedup is keyed on the authenticated device and its own sequence numbers,
-// nothing a relay could forge.
+// When the new readings are the first of b's, as they nearly always are,
+// they are b's own slice and the positions nil. Dedup is keyed on the
+// authenticated device and its own sequence numbers, nothing a relay could
+// forge.
 func (s *Server) dedup(d *device, b *wire.ReadingBatch) ([]wire.Reading, []int, []uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -1141,14 +1143,20 @@ func (s *Server) dedup(d *device, b *wire.ReadingBatch) ([]wire.Reading, []int, 
 		d.pending = slices.Delete(d.pending, 0, i)
 		s.advanceLocked(d)
 	}
-	out := make([]wire.Reading, 0, len(b.Readings))
-	idx := make([]int, 0, len(b.Readings))
+	var idx []int // nil while every reading so far is new
 	var dups []uint64
+	n := 0 // new readings
 	for i, r := range b.Readings {
 		at, seen := d.pendingAt(r.Seq)
 		if seen || r.Seq <= d.contig {
 			s.stats.Duplicates.Add(1)
 			dups = append(dups, r.Seq)
+			if idx == nil {
+				idx = make([]int, n, len(b.Readings))
+				for j := range idx {
+					idx[j] = j
+				}
+			}
 			continue
 		}
 		if len(d.pending) >= maxPending {
@@ -1156,8 +1164,17 @@ func (s *Server) dedup(d *device, b *wire.ReadingBatch) ([]wire.Reading, []int, 
 			break
 		}
 		d.pending = slices.Insert(d.pending, at, pendingSeq{seq: r.Seq})
-		out = append(out, r)
-		idx = append(idx, i)
+		if idx != nil {
+			idx = append(idx, i)
+		}
+		n++
+	}
+	if idx == nil {
+		return b.Readings[:n:n], nil, dups
+	}
+	out := make([]wire.Reading, len(idx))
+	for j, i := range idx {
+		out[j] = b.Readings[i]
 	}
 	return out, idx, dups
 }
