@@ -34,7 +34,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		vs := ""
 		if f.Reference != "" {
-			vs = fmt.Sprintf("%.2f× %s", f.Ratio, f.Reference)
+			vs = fmtRatio(f.Ratio) + "× " + f.Reference
 		}
 		target := f.Target
 		if f.Met != nil {
@@ -110,4 +110,14 @@ func groupThousands(s string) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// fmtRatio writes a ratio to three significant digits (whole numbers from
+// 100 on), so that one a hair below its target (0.595 of 0.6) does not read
+// as the target itself beside MISSED.
+func fmtRatio(r float64) string {
+	if r >= 100 {
+		return strconv.FormatFloat(r, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(r, 'g', 3, 64)
 }
