@@ -9,16 +9,17 @@ import (
 )
 
 // DecodeUplink is DecodeMessage that also returns each reading of the
-// message as the device encoded it (what RawReadings returns), in one
-// buffer of its own, so that the result does not alias b.
+// message as the device encoded it (what RawReadings returns), one per
+// reading of the message, copied: the result does not alias b.
 //
 // The uplink a server hears most, a message of readings alone, is parsed
 // by hand in one pass: the general decoder's reflection was a third of
 // ingest's CPU. The hand parser accepts only a narrow form of that message
-// (definite lengths, keys in increasing order, no pour), and anything else, valid or not, goes to DecodeMessage and
-// RawReadings, so the decoder's strictness is theirs: whatever the hand
-// parser accepts, DecodeMessage accepts too and decodes to the same
-// message (FuzzDecodeUplink checks exactly that).
+// (definite lengths, keys in increasing order, no pour), and anything
+// else, valid or not, goes to DecodeMessage and RawReadings, so the
+// decoder's strictness is theirs: whatever the hand parser accepts,
+// DecodeMessage accepts too and decodes to the same message
+// (FuzzDecodeUplink checks exactly that).
 func DecodeUplink(b []byte) (*Message, [][]byte, error) {
 	if m, raws, ok := decodeReadingsOnly(b); ok {
 		return m, raws, nil
@@ -33,6 +34,12 @@ func DecodeUplink(b []byte) (*Message, [][]byte, error) {
 	raws, err := RawReadings(b)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(raws) != len(m.Readings.Readings) {
+		// Not for a message DecodeMessage accepted; checked so that the
+		// two decoders ever disagreeing is an invalid payload, not an
+		// index out of range in the caller.
+		return nil, nil, invalidPayload("readings: raw and decoded readings differ in number")
 	}
 	return m, raws, nil
 }
