@@ -800,6 +800,11 @@ func (s *Server) handleEpochData(ctx context.Context, h wire.Header, dg []byte, 
 // open authenticates a transport datagram on ss and processes its message.
 // It reports false only when the tag did not verify under ss's key (the
 // caller counts it, or tries another epoch with the same index).
+// plaintexts recycles the buffers open decrypts datagrams into. Nothing
+// keeps a plaintext once process returns: wire.DecodeUplink copies every
+// byte it hands back.
+var plaintexts = sync.Pool{New: func() any { return new([wire.MaxPlaintext]byte) }}
+
 func (s *Server) open(ctx context.Context, ss *session, h wire.Header, dg []byte, from Link, meta Meta) bool {
 	now := s.now()
 	d := ss.dev
@@ -812,7 +817,9 @@ func (s *Server) open(ctx context.Context, ss *session, h wire.Header, dg []byte
 		return true
 	}
 	d.mu.Unlock()
-	pt, err := ss.OpenFunc(nil, dg, func([]byte) { s.recent.add(ss.LocalIndex, h.Counter, meta.Relay) })
+	buf := plaintexts.Get().(*[wire.MaxPlaintext]byte)
+	defer plaintexts.Put(buf)
+	pt, err := ss.OpenFunc(buf[:0], dg, func([]byte) { s.recent.add(ss.LocalIndex, h.Counter, meta.Relay) })
 	switch {
 	case errors.Is(err, wire.ErrReplay):
 		s.heardAgain(ctx, ss, h, dg, meta, now)
