@@ -26,13 +26,6 @@ func TestDedupPositions(t *testing.T) {
 		}
 		return b
 	}
-	seqsOf := func(rs []wire.Reading) []uint64 {
-		var out []uint64
-		for _, r := range rs {
-			out = append(out, r.Seq)
-		}
-		return out
-	}
 	for _, c := range []struct {
 		name          string
 		batch         []uint64

@@ -892,10 +892,7 @@ func (s *Server) heardAgain(ctx context.Context, ss *session, h wire.Header, dg 
 	if err != nil || m.Readings == nil || len(m.Readings.Readings) == 0 {
 		return
 	}
-	seqs := make([]uint64, len(m.Readings.Readings))
-	for i, r := range m.Readings.Readings {
-		seqs[i] = r.Seq
-	}
+	seqs := seqsOf(m.Readings.Readings)
 	d := ss.dev
 	if err := s.cfg.Deliver(ctx, Event{Device: d.pub, Info: d.info, Received: now, Meta: meta, HeardAgain: seqs}); err != nil {
 		s.stats.DeliverFailures.Add(1)
@@ -984,10 +981,7 @@ func (s *Server) process(ctx context.Context, ss *session, pt []byte, from Link,
 		var idx []int
 		var dups []uint64
 		ev.Readings, idx, dups = s.dedup(d, m.Readings)
-		fresh = make([]uint64, len(ev.Readings))
-		for i, r := range ev.Readings {
-			fresh[i] = r.Seq
-		}
+		fresh = seqsOf(ev.Readings)
 		if len(ev.Readings) > 0 {
 			if idx == nil {
 				ev.Raw = raws[:len(ev.Readings)] // the first readings are the new ones
@@ -1131,6 +1125,15 @@ func (s *Server) sendQueuedAcks() {
 			s.ack(ss, nil)
 		}
 	}
+}
+
+// seqsOf returns the readings' sequences, in order.
+func seqsOf(rs []wire.Reading) []uint64 {
+	seqs := make([]uint64, len(rs))
+	for i, r := range rs {
+		seqs[i] = r.Seq
+	}
+	return seqs
 }
 
 // dedup returns the readings of b never seen before (and their positions

@@ -108,10 +108,13 @@ func decodeReadingsOnly(b []byte) (m *Message, raws [][]byte, ok bool) {
 		return nil, nil, false
 	}
 	if len(raws) > 0 {
+		// The readings lie back to back: each one's copy starts where
+		// the one before it ends.
 		own := append([]byte(nil), b[start:end]...)
+		off := 0
 		for i, r := range raws {
-			off := cap(b[start:]) - cap(r) // r's offset from start
 			raws[i] = own[off : off+len(r) : off+len(r)]
+			off += len(r)
 		}
 	}
 	return &ro.m, raws, true
@@ -231,19 +234,13 @@ func (p *fastParser) reading(r *Reading) bool {
 			}
 			r.Seq = p.arg
 		case 2:
-			switch p.head() {
-			case majorUint:
-				if p.arg > math.MaxInt64 {
-					return false
-				}
-				r.Time = int64(p.arg)
-			case majorNegInt:
-				if p.arg > math.MaxInt64 {
-					return false
-				}
-				r.Time = -1 - int64(p.arg)
-			default:
+			major := p.head()
+			if major != majorUint && major != majorNegInt || p.arg > math.MaxInt64 {
 				return false
+			}
+			r.Time = int64(p.arg)
+			if major == majorNegInt {
+				r.Time = -1 - r.Time
 			}
 		case 3:
 			if p.head() != majorUint || p.arg > math.MaxUint8 {
