@@ -34,6 +34,17 @@ type Link interface {
 	Key() string
 }
 
+// A TransientLink is a Link valid only while the Handle call it was given
+// to runs: it lives in a buffer its caller reuses (the datagram's source as
+// read off a socket or a relay's frame), so passing it costs no allocation.
+// What a device's record keeps is Keep's result.
+type TransientLink interface {
+	Link
+	// Keep returns a Link that stays valid: kept itself when kept is the
+	// same way back (nil when there is none), else a copy.
+	Keep(kept Link) Link
+}
+
 // Meta is what the relay that forwarded a datagram says about its
 // reception. It is never trusted for security: dedup and identity come from
 // the authenticated datagram. The relay id comes from the relay's
@@ -273,13 +284,22 @@ type heardLink struct {
 const maxLinks = 8
 
 // noteLinkLocked records that the device was heard through link.
+// A transient link is kept as Keep returns it: the record's own link while
+// the device speaks the same way, as it does datagram after datagram.
 func (d *device) noteLinkLocked(link Link, meta Meta, now time.Duration) {
-	l := heardLink{link: link, relay: unique.Make(meta.Relay), seen: int32(now / time.Second), rssi: meta.RSSI}
-	for i := range d.links {
-		if d.links[i].relay == l.relay {
-			d.links[i] = l
-			return
+	relay := unique.Make(meta.Relay)
+	i := slices.IndexFunc(d.links, func(l heardLink) bool { return l.relay == relay })
+	if t, ok := link.(TransientLink); ok {
+		var kept Link
+		if i >= 0 {
+			kept = d.links[i].link
 		}
+		link = t.Keep(kept)
+	}
+	l := heardLink{link: link, relay: relay, seen: int32(now / time.Second), rssi: meta.RSSI}
+	if i >= 0 {
+		d.links[i] = l
+		return
 	}
 	if len(d.links) >= maxLinks {
 		oldest := 0
@@ -482,7 +502,8 @@ func (s *Server) dropLocked(ss *session) {
 
 // Handle processes one datagram that arrived from link. It never returns an
 // error: every failure is counted and the datagram dropped without a reply,
-// so the sender learns nothing about which check failed.
+// so the sender learns nothing about which check failed. It keeps nothing
+// of dg, and of from only what a TransientLink's Keep returns.
 func (s *Server) Handle(ctx context.Context, dg []byte, from Link, meta Meta) {
 	s.stats.Datagrams.Add(1)
 	h, ok := wire.ParseHeader(dg)

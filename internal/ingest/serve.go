@@ -17,17 +17,61 @@ import (
 	"github.com/signet-io/signet/internal/wire"
 )
 
-type udpLink struct {
+// udpFrom is a datagram's source as ServeUDP read it, in a hand-over its
+// worker reuses: a TransientLink. What a device's record keeps (Keep) is a
+// udpLink, or for an address with a zone (rare: IPv6 link-local) a copy of
+// the udpFrom itself.
+type udpFrom struct {
 	conn *net.UDPConn
 	addr netip.AddrPort
 }
 
-func (l udpLink) Send(b []byte) error {
-	_, err := l.conn.WriteToUDPAddrPort(b, l.addr)
+func (f udpFrom) Send(b []byte) error {
+	_, err := f.conn.WriteToUDPAddrPort(b, f.addr)
 	return err
 }
 
-func (l udpLink) Key() string { return "udp/" + l.addr.String() }
+func (f udpFrom) Key() string { return "udp/" + f.addr.String() }
+
+// Keep implements TransientLink.
+func (f *udpFrom) Keep(kept Link) Link {
+	a := f.addr.Addr()
+	if a.Zone() != "" {
+		if k, ok := kept.(udpFrom); ok && k == *f {
+			return kept
+		}
+		return *f
+	}
+	l := udpLink{conn: f.conn, ip: a.As16(), port: f.addr.Port(), v4: a.Is4()}
+	if k, ok := kept.(udpLink); ok && k == l {
+		return kept
+	}
+	return l
+}
+
+// udpLink is a kept way back to a device on the server's UDP port, in the
+// 32-byte size class (a netip.AddrPort and the socket would take 48).
+type udpLink struct {
+	conn *net.UDPConn
+	ip   [16]byte
+	port uint16
+	v4   bool // ip holds an IPv4 address, mapped
+}
+
+func (l udpLink) addrPort() netip.AddrPort {
+	a := netip.AddrFrom16(l.ip)
+	if l.v4 {
+		a = a.Unmap()
+	}
+	return netip.AddrPortFrom(a, l.port)
+}
+
+func (l udpLink) Send(b []byte) error {
+	_, err := l.conn.WriteToUDPAddrPort(b, l.addrPort())
+	return err
+}
+
+func (l udpLink) Key() string { return "udp/" + l.addrPort().String() }
 
 const (
 	// udpReadBuffer is the socket receive buffer ServeUDP asks for, to ride
@@ -74,8 +118,9 @@ func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
 		go func() {
 			defer wg.Done()
 			for h := range workers[i] {
-				for _, d := range h.ds[:h.n] {
-					s.Handle(ctx, d.buf[:d.n], udpLink{conn: conn, addr: d.addr}, d.meta)
+				for i := range h.ds[:h.n] {
+					d := &h.ds[i]
+					s.Handle(ctx, d.buf[:d.n], &d.from, d.meta)
 					udpBuffers.Put(d.buf)
 				}
 				clear(h.ds[:h.n])
@@ -101,7 +146,7 @@ func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
 type udpDatagram struct {
 	buf  *[wire.MaxDatagramSize + 1]byte
 	n    int
-	addr netip.AddrPort
+	from udpFrom
 	meta Meta
 }
 
@@ -162,7 +207,7 @@ func (s *Server) readUDP(ctx context.Context, conn *net.UDPConn, workers []chan 
 				h = udpHandOvers.Get().(*udpHandOver)
 				batches[w] = h
 			}
-			h.ds[h.n] = udpDatagram{buf: bufs[i], n: m.N, addr: addr, meta: meta}
+			h.ds[h.n] = udpDatagram{buf: bufs[i], n: m.N, from: udpFrom{conn: conn, addr: addr}, meta: meta}
 			h.n++
 			bufs[i] = udpBuffers.Get().(*[wire.MaxDatagramSize + 1]byte)
 			m.Buffers[0] = bufs[i][:]

@@ -25,7 +25,8 @@ import (
 )
 
 // Handler receives the datagrams relays forward; *ingest.Server is one.
-// Handle must not keep dg after it returns.
+// Handle must not keep dg or from after it returns: from is an
+// ingest.TransientLink, whose Keep gives a link that lasts.
 type Handler interface {
 	Handle(ctx context.Context, dg []byte, from ingest.Link, meta ingest.Meta)
 }
@@ -520,6 +521,7 @@ func (c *relayConn) read(ctx context.Context) error {
 	// still never cuts a relay idle for less than IdleTimeout.
 	slack := a.cfg.IdleTimeout / 8
 	var moved time.Time
+	from := &relayFrom{c: c}
 	for {
 		if now := time.Now(); now.Sub(moved) >= slack {
 			c.tc.SetReadDeadline(now.Add(a.cfg.IdleTimeout + slack))
@@ -536,8 +538,8 @@ func (c *relayConn) read(ctx context.Context) error {
 				return err
 			}
 			a.stats.Uplinks.Add(1)
-			link := &relayLink{c: c, handle: string(u.Handle)}
-			a.cfg.Handler.Handle(ctx, u.Datagram, link, ingest.Meta{Relay: c.id, Received: u.Received, RSSI: u.RSSI, SNR: u.SNR})
+			from.handle = u.Handle
+			a.cfg.Handler.Handle(ctx, u.Datagram, from, ingest.Meta{Relay: c.id, Received: u.Received, RSSI: u.RSSI, SNR: u.SNR})
 		case FrameHealth:
 			h, err := ParseHealth(body)
 			if err != nil {
@@ -622,7 +624,7 @@ func (c *relayConn) write() {
 }
 
 // relayLink is the way back to a device through the relay connection its
-// datagram came on.
+// datagram came on, as ingest keeps it.
 type relayLink struct {
 	c      *relayConn
 	handle string
@@ -630,18 +632,45 @@ type relayLink struct {
 
 // Send queues a downlink on the relay's connection. It fails at once if the
 // relay is gone or its queue is full, so the caller can try another relay.
-func (l *relayLink) Send(dg []byte) error {
-	a := l.c.a
-	if l.c.closed.Load() {
+func (l *relayLink) Send(dg []byte) error { return l.c.sendDownlink([]byte(l.handle), dg) }
+
+// Key names the device's source for the cookie defence: the relay and its
+// handle, stable across reconnects of the relay.
+func (l *relayLink) Key() string { return l.c.sourceKey([]byte(l.handle)) }
+
+// relayFrom is a datagram's source as the relay's uplink frame gave it,
+// reused for every frame of the connection: its handle is the frame's own
+// bytes, so it is an ingest.TransientLink, which ingest keeps as a
+// relayLink.
+type relayFrom struct {
+	c      *relayConn
+	handle []byte
+}
+
+func (f *relayFrom) Send(dg []byte) error { return f.c.sendDownlink(f.handle, dg) }
+
+func (f *relayFrom) Key() string { return f.c.sourceKey(f.handle) }
+
+// Keep implements ingest.TransientLink.
+func (f *relayFrom) Keep(kept ingest.Link) ingest.Link {
+	if k, ok := kept.(*relayLink); ok && k.c == f.c && k.handle == string(f.handle) {
+		return kept
+	}
+	return &relayLink{c: f.c, handle: string(f.handle)}
+}
+
+func (c *relayConn) sendDownlink(handle, dg []byte) error {
+	a := c.a
+	if c.closed.Load() {
 		a.stats.DownlinkDrops.Add(1)
 		return ErrRelayGone
 	}
-	f, err := AppendDownlink(nil, &Downlink{Handle: []byte(l.handle), Datagram: dg})
+	f, err := AppendDownlink(nil, &Downlink{Handle: handle, Datagram: dg})
 	if err != nil {
 		return err
 	}
 	select {
-	case l.c.out <- f:
+	case c.out <- f:
 		a.stats.Downlinks.Add(1)
 		return nil
 	default:
@@ -650,10 +679,8 @@ func (l *relayLink) Send(dg []byte) error {
 	}
 }
 
-// Key names the device's source for the cookie defence: the relay and its
-// handle, stable across reconnects of the relay.
-func (l *relayLink) Key() string {
-	return "relay/" + l.c.id + "/" + hex.EncodeToString([]byte(l.handle))
+func (c *relayConn) sourceKey(handle []byte) string {
+	return "relay/" + c.id + "/" + hex.EncodeToString(handle)
 }
 
 // renew answers a relay's renew frame: at most one at a time per
