@@ -597,7 +597,9 @@ func (s *Server) handleInitiation(ctx context.Context, dg []byte, from Link, met
 	}
 	resp := s.keys[ki].resp
 	var d *device
-	var claimSS [32]byte
+	// The static secret with a device being claimed (not registered yet),
+	// wiped once the initiation is consumed; allocated only then.
+	var claimSS *[32]byte
 	known := s.lookup(&d, ki)
 	lookup := func(pub wire.PublicKey) (*[32]byte, bool) {
 		if ss, ok := known(pub); ok || s.cfg.Claim == nil {
@@ -607,11 +609,13 @@ func (s *Server) handleInitiation(ctx context.Context, dg []byte, from Link, met
 		if err != nil {
 			return nil, false
 		}
-		claimSS = ss
-		return &claimSS, true
+		claimSS = &ss
+		return claimSS, true
 	}
 	ini, err := resp.ConsumeInitiation(dg, lookup)
-	clear(claimSS[:])
+	if claimSS != nil {
+		clear(claimSS[:])
+	}
 	if err != nil {
 		s.stats.HandshakeFailures.Add(1)
 		return

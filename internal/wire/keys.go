@@ -21,8 +21,13 @@ type PublicKey [KeySize]byte
 
 // GenerateKey returns a new private key read from r (crypto/rand when nil).
 func GenerateKey(r io.Reader) (PrivateKey, error) {
-	if r == nil {
-		r = rand.Reader
+	if r == nil || r == rand.Reader {
+		// Called directly, crypto/rand's Read (which never fails) keeps k
+		// on the stack: no copy of the key is left on the heap, where
+		// nothing would wipe it.
+		var k PrivateKey
+		_, _ = rand.Read(k[:])
+		return k, nil
 	}
 	var k PrivateKey
 	if _, err := io.ReadFull(r, k[:]); err != nil {

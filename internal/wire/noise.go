@@ -134,7 +134,7 @@ func (s *symmetric) encryptAndHash(dst, plaintext []byte) []byte {
 		s.mixHash(plaintext)
 		return dst
 	}
-	aead, _ := chacha20poly1305.New(s.k[:]) // the key length is fixed
+	aead := aeadAt(&s.k) // the key stays where zero wipes it
 	nc := nonce(s.n)
 	s.n++
 	start := len(dst)
@@ -148,7 +148,7 @@ func (s *symmetric) decryptAndHash(dst, ciphertext []byte) ([]byte, error) {
 		s.mixHash(ciphertext)
 		return append(dst, ciphertext...), nil
 	}
-	aead, _ := chacha20poly1305.New(s.k[:])
+	aead := aeadAt(&s.k)
 	nc := nonce(s.n)
 	out, err := aead.Open(dst, nc[:], ciphertext, s.h[:])
 	if err != nil {
