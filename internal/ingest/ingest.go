@@ -655,7 +655,7 @@ func (s *Server) handleInitiation(ctx context.Context, dg []byte, from Link, met
 		defer s.RemoveDevice(old) // takes only the old entry's lock, never d's
 	}
 	idx := s.newIndex()
-	reply, keys, err := resp.AppendResponse(nil, ini, idx, wire.PrivateKey{})
+	reply, keys, err := resp.AppendResponse(make([]byte, 0, wire.ResponseSize), ini, idx, wire.PrivateKey{})
 	if err != nil {
 		s.stats.HandshakeFailures.Add(1)
 		return

@@ -226,17 +226,21 @@ func readMessage1(s *symmetric, msg []byte, static *PrivateKey, lookup func(Publ
 	}
 	s.mixKey(es[:])
 	clear(es[:])
-	var sbuf [KeySize]byte
-	if _, err := s.decryptAndHash(sbuf[:0], msg[KeySize:KeySize+KeySize+tagSize]); err != nil {
+	// One allocation holds the device's key and then the payload (an
+	// array for the key alone would escape to the heap through the AEAD
+	// interface as well).
+	sealedPayload := msg[KeySize+KeySize+tagSize:]
+	buf, err := s.decryptAndHash(make([]byte, 0, KeySize+len(sealedPayload)-tagSize), msg[KeySize:KeySize+KeySize+tagSize])
+	if err != nil {
 		return m, err
 	}
-	m.static = sbuf
+	m.static = PublicKey(buf)
 	ss, ok := lookup(m.static)
 	if !ok {
 		return m, ErrDecrypt
 	}
 	s.mixKey(ss[:])
-	m.payload, err = s.decryptAndHash(nil, msg[KeySize+KeySize+tagSize:])
+	m.payload, err = s.decryptAndHash(buf[KeySize:KeySize], sealedPayload)
 	if err != nil {
 		return m, err
 	}
