@@ -104,7 +104,7 @@ func (r *run) fleetStep(ctx context.Context, n int) error {
 		return err
 	}
 	want := sum(sent)
-	_ = waitFor(ctx, 60*time.Second, "every reading stored", func() bool { c, _ := sys.count(ctx); return c >= want })
+	_, _ = sys.waitStored(ctx, want, 60*time.Second)
 	stored, _ := sys.count(ctx)
 	elapsed := time.Since(start)
 	check, err := sys.checkDevices(ctx, fp.ids, sent)
