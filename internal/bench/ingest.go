@@ -86,8 +86,9 @@ func (r *run) ingestRun(ctx context.Context, label string, relays int, rate floa
 	half, end := start.Add(r.cfg.Duration/2), start.Add(r.cfg.Duration)
 	// The readings the store committed at half time and at the end of
 	// generation (its writer's count: a COUNT(*) there would disturb what
-	// is measured), and how busy the machine was in between. The channel is buffered: an
-	// early return leaves nothing blocked and nothing shared.
+	// is measured), and how busy the machine was in between. The channel
+	// is buffered: an early return leaves nothing blocked and nothing
+	// shared.
 	type secondHalf struct {
 		steady, cpuShare              float64
 		cpuPerReading, procPerReading time.Duration
