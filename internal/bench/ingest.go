@@ -321,6 +321,11 @@ func (r *run) pacedRun(ctx context.Context, label string, rate float64, checkSuf
 			Note: fmt.Sprintf("%d top-ups held the store's write connection %.1f ms in all; every append waits for them (docs/architecture.md, store)",
 				c.TopUps, ms(c.TopUpHeld))})
 	}
+	if c := res.ckpt; c.Rounds > 0 {
+		r.figure(Figure{Name: "longest background checkpoint, " + label, Value: ms(c.RoundLongest), Unit: "ms",
+			Note: fmt.Sprintf("%d rounds took %.0f ms in all (%.1f ms on average) on a connection of their own: they block no append, but take CPU and disk from everything else (in a probe the worst latencies followed rounds of 30–100 ms: docs/performance.md, sixth round of 3 December)",
+				c.Rounds, ms(c.RoundsTook), ms(c.RoundsTook)/float64(c.Rounds))})
+	}
 	r.writerFigure(label, res)
 	if res.sse.n > 0 {
 		r.figure(Figure{Name: "p99 relay receive → SSE client, its worst 100 ms left out, " + label, Value: ms(res.sseTail.p99Rest), Unit: "ms",

@@ -366,7 +366,8 @@ func TestWALStartsOverUnderSteadyIngest(t *testing.T) {
 		t.Error("the WAL started over without a top-up")
 	}
 	st := s.CheckpointStats()
-	if st.TopUps == 0 || st.TopUpLongest <= 0 || st.TopUpLongest > st.TopUpHeld || st.Restarts < 3 || st.Truncations != 0 {
+	if st.TopUps == 0 || st.TopUpLongest <= 0 || st.TopUpLongest > st.TopUpHeld || st.Restarts < 3 || st.Truncations != 0 ||
+		st.Rounds < st.TopUps || st.RoundLongest <= 0 || st.RoundLongest > st.RoundsTook {
 		t.Errorf("CheckpointStats %+v after %d top-ups and %d restarts", st, s.topUps.Load(), s.restarts.Load())
 	}
 }

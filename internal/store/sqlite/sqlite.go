@@ -108,6 +108,9 @@ type Store struct {
 	// topUpHeld and topUpLongest: how long the top-ups held the write
 	// connection, in all and at most (nanoseconds).
 	topUpHeld, topUpLongest atomic.Int64
+	// rounds, roundsTook and roundLongest: the background passive
+	// checkpoints, how long they took in all and at most (nanoseconds).
+	rounds, roundsTook, roundLongest atomic.Int64
 	// dbFile is the database file, read-only, for startWriteback.
 	dbFile *os.File
 
@@ -308,7 +311,12 @@ func (s *Store) checkpoints(ctx context.Context) {
 
 // checkpointOnce runs one round of the checkpoint policy.
 func (s *Store) checkpointOnce(ctx context.Context) error {
+	start := time.Now()
 	pages, err := s.checkpoint(ctx, s.ckpt, "PASSIVE")
+	took := time.Since(start)
+	s.rounds.Add(1)
+	s.roundsTook.Add(int64(took))
+	storeMax(&s.roundLongest, int64(took))
 	if err != nil {
 		return err
 	}
@@ -349,13 +357,18 @@ func (s *Store) topUpOnce(ctx context.Context) (int, error) {
 	pages, err := s.checkpoint(ctx, conn, "PASSIVE")
 	held := time.Since(start)
 	s.topUpHeld.Add(int64(held))
+	storeMax(&s.topUpLongest, int64(held))
+	return pages, err
+}
+
+// storeMax raises *m to v if v is larger.
+func storeMax(m *atomic.Int64, v int64) {
 	for {
-		longest := s.topUpLongest.Load()
-		if int64(held) <= longest || s.topUpLongest.CompareAndSwap(longest, int64(held)) {
-			break
+		old := m.Load()
+		if v <= old || m.CompareAndSwap(old, v) {
+			return
 		}
 	}
-	return pages, err
 }
 
 // CheckpointStats says what the checkpointer did since the store was
@@ -369,6 +382,12 @@ type CheckpointStats struct {
 	// Restarts is the times the WAL was seen to start over, Truncations
 	// the fallback truncating checkpoints.
 	Restarts, Truncations int64
+	// Rounds is the background checkpoints (on a connection of their
+	// own, every ckptEvery), and RoundsTook and RoundLongest how long
+	// they took, in all and at most. They block no one, but they take
+	// CPU and disk from everyone.
+	Rounds                   int64
+	RoundsTook, RoundLongest time.Duration
 }
 
 // CheckpointStats returns the checkpointer's counters.
@@ -376,6 +395,7 @@ func (s *Store) CheckpointStats() CheckpointStats {
 	return CheckpointStats{
 		TopUps: s.topUps.Load(), TopUpHeld: time.Duration(s.topUpHeld.Load()), TopUpLongest: time.Duration(s.topUpLongest.Load()),
 		Restarts: s.restarts.Load(), Truncations: s.truncations.Load(),
+		Rounds: s.rounds.Load(), RoundsTook: time.Duration(s.roundsTook.Load()), RoundLongest: time.Duration(s.roundLongest.Load()),
 	}
 }
 
