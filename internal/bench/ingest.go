@@ -318,8 +318,8 @@ func (r *run) pacedRun(ctx context.Context, label string, rate float64, checkSuf
 	r.latencyFigures(label, "relay receive → SSE client", res.sse, "")
 	if c := res.ckpt; c.TopUps > 0 {
 		r.figure(Figure{Name: "longest checkpoint top-up, " + label, Value: ms(c.TopUpLongest), Unit: "ms",
-			Note: fmt.Sprintf("%d top-ups held the store's write connection %.1f ms in all; every append waits for them (docs/architecture.md, store)",
-				c.TopUps, ms(c.TopUpHeld))})
+			Note: fmt.Sprintf("%d top-ups held the store's write connection %.1f ms in all; every append waits for them (docs/architecture.md, store); the WAL started over %d times",
+				c.TopUps, ms(c.TopUpHeld), c.Restarts)})
 	}
 	if c := res.ckpt; c.Rounds > 0 {
 		r.figure(Figure{Name: "longest background checkpoint, " + label, Value: ms(c.RoundLongest), Unit: "ms",
