@@ -822,14 +822,14 @@ func (s *Server) handleEpochData(ctx context.Context, h wire.Header, dg []byte, 
 	s.stats.DecryptFailures.Add(1)
 }
 
-// open authenticates a transport datagram on ss and processes its message.
-// It reports false only when the tag did not verify under ss's key (the
-// caller counts it, or tries another epoch with the same index).
 // plaintexts recycles the buffers open decrypts datagrams into. Nothing
 // keeps a plaintext once process returns: wire.DecodeUplink copies every
 // byte it hands back.
 var plaintexts = sync.Pool{New: func() any { return new([wire.MaxPlaintext]byte) }}
 
+// open authenticates a transport datagram on ss and processes its message.
+// It reports false only when the tag did not verify under ss's key (the
+// caller counts it, or tries another epoch with the same index).
 func (s *Server) open(ctx context.Context, ss *session, h wire.Header, dg []byte, from Link, meta Meta) bool {
 	now := s.now()
 	d := ss.dev
